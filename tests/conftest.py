@@ -1,0 +1,106 @@
+"""Shared fixtures: Hydra configs composed as train.py composes them (after
+lightning-hydra-template's conftest), and small synthetic MNIST-format IDX files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from zoo.config import CONFIG_DIR
+from zoo.data.mnist_files import raw_dir, write_idx
+
+REPO_ROOT = CONFIG_DIR.parent
+
+# Keep tests to the two cores the CI machine has, and reproducible.
+torch.set_num_threads(2)
+
+
+def synthetic_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable stand-ins for digits: class k is a bright bar at its own height, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(count, 28, 28))
+    for i, label in enumerate(labels):
+        row = 2 + 2 * label
+        images[i, row : row + 3, 4:24] = 255
+    return images.astype(np.uint8), labels.astype(np.uint8)
+
+
+def write_synthetic_mnist(data_dir: Path, train: int = 640, test: int = 200) -> Path:
+    target = raw_dir(data_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    for split, count, seed in (("train", train, 0), ("t10k", test, 1)):
+        images, labels = synthetic_digits(count, seed)
+        write_idx(target / f"{split}-images-idx3-ubyte", images)
+        write_idx(target / f"{split}-labels-idx1-ubyte", labels)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def synthetic_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data_dir holding 640 training and 200 test images in MNIST's IDX format."""
+    return write_synthetic_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+def compose_config(
+    overrides: list[str], output_dir: Path, config_name: str = "train"
+) -> DictConfig:
+    """Compose configs/<config_name>.yaml with overrides, as the command line would."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    # ${hydra:runtime.output_dir} is only set by a real Hydra run: stand in for it.
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def train_cfg(synthetic_mnist: Path, tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose the train config on synthetic MNIST, writing into tmp_path; pass overrides."""
+
+    def make(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+        base = [
+            f"data.data_dir={synthetic_mnist}",
+            "data.verify=false",
+            "data.val_size=100",
+            "data.num_workers=0",
+            "callbacks.progress_bar=null",
+            "trainer.accelerator=cpu",
+            "trainer.log_every_n_steps=1",
+            "trainer.enable_model_summary=false",
+        ]
+        return compose_config(base + list(overrides), output_dir or tmp_path)
+
+    yield make
+    GlobalHydra.instance().clear()
+
+
+def run_script(
+    script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run train.py / evaluate.py as a user would, in a subprocess."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=REPO_ROOT,
+    )

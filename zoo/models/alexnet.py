@@ -1,0 +1,121 @@
+"""AlexNet, from Krizhevsky, Sutskever and Hinton, "ImageNet Classification with Deep
+Convolutional Neural Networks" (NeurIPS 2012).
+
+Two variants:
+
+* ``"original"``: the paper's five convolutions (96, 256, 384, 384, 256 filters) on 227x227
+  inputs, as one tower: the paper split conv2, conv4 and conv5 across two GPUs, which only
+  removed connections to save memory. 62,378,344 parameters for 1000 classes.
+  ``lrn=True`` adds the paper's local response normalisation after the first two ReLUs.
+* ``"torchvision"``: the "one weird trick" variant (Krizhevsky 2014) that torchvision ships,
+  64-192-384-256-256 filters on 224x224 inputs, 61,100,840 parameters; its ``state_dict`` keys
+  match ``torchvision.models.alexnet``, so its weights load directly.
+
+Both end with an adaptive average pool to 6x6. It does nothing at the native input size (the
+features are already 6x6) and lets other image sizes reach the fully connected layers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from zoo.models import register_model
+from zoo.models.base import ZooModel
+
+VARIANTS = ("original", "torchvision")
+
+
+def _local_response_norm() -> nn.LocalResponseNorm:
+    # Section 3.3 of the paper: n=5, alpha=1e-4, beta=0.75, k=2.
+    return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
+
+
+@register_model("alexnet")
+class AlexNet(ZooModel):
+    """AlexNet: five convolutions, three max pools, and three fully connected layers.
+
+    Args:
+        num_classes: Number of output classes.
+        in_channels: Channels of the input image.
+        variant: ``"original"`` (the paper, 227x227) or ``"torchvision"`` (224x224,
+            weight-compatible with ``torchvision.models.alexnet``).
+        lrn: Add local response normalisation after conv1 and conv2 (``"original"`` only).
+        dropout: Dropout probability before the first two fully connected layers.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        variant: str = "original",
+        lrn: bool = False,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__(in_channels, num_classes)
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
+        if lrn and variant != "original":
+            raise ValueError("lrn=True is only available with variant='original'")
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
+        self.variant = variant
+
+        if variant == "original":
+            # 227 = 4 * 54 + 11: the stride-4 11x11 filters tile the image exactly (55x55 maps).
+            self.native_input_size = (227, 227)
+            # conv1 must leave 15x15 so that the three 3x3 stride-2 pools keep a pixel.
+            self.min_input_size = 67
+            widths = (96, 256, 384, 384, 256)
+            conv1_padding = 0
+        else:
+            self.native_input_size = (224, 224)
+            self.min_input_size = 63
+            widths = (64, 192, 384, 256, 256)
+            conv1_padding = 2
+
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, widths[0], kernel_size=11, stride=4, padding=conv1_padding),
+            nn.ReLU(inplace=True),
+        ]
+        if lrn:
+            layers.append(_local_response_norm())
+        layers += [
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(widths[0], widths[1], kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
+        ]
+        if lrn:
+            layers.append(_local_response_norm())
+        layers += [
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(widths[1], widths[2], kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(widths[2], widths[3], kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(widths[3], widths[4], kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        ]
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        # torchvision's layout (dropout before fc6 and fc7), kept for both variants so that
+        # the classifier keys are the same.
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=dropout),
+            nn.Linear(widths[4] * 6 * 6, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
+        # PyTorch's default initialisation, as in torchvision. The paper's N(0, 0.01) weights
+        # and unit biases were tuned together with its learning-rate schedule.
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        x = self.features(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)

@@ -1,0 +1,9 @@
+"""One LightningModule per task; a model's ``task`` attribute picks it."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+
+from zoo.tasks.classification import ClassificationModule
+
+TASKS: dict[str, type[pl.LightningModule]] = {"classification": ClassificationModule}
