@@ -39,7 +39,9 @@ def test_every_classifier_runs_its_mnist_experiment(name: str, train_cfg, tmp_pa
 def test_fit_then_test_logs_scalars_images_and_keeps_best_and_last(
     train_cfg, tmp_path: Path
 ) -> None:
-    cfg = train_cfg("trainer.max_epochs=2", "optimizer.lr=0.01")
+    cfg = train_cfg(
+        "trainer.max_epochs=2", "optimizer.lr=0.01", "callbacks.throughput.window_size=4"
+    )
     metrics = train(cfg, tmp_path)
 
     # The synthetic digits are easy: a real fit gets most of them right.
@@ -55,6 +57,14 @@ def test_fit_then_test_logs_scalars_images_and_keeps_best_and_last(
     assert any("samples_per_sec" in tag for tag in scalars), sorted(scalars)
     assert "val/predictions" in events.Tags()["images"]
     assert (tmp_path / "tensorboard" / "hparams.yaml").is_file()
+
+
+def test_trains_without_any_logger(train_cfg, tmp_path: Path) -> None:
+    metrics = train(
+        train_cfg("logger=none", "trainer.max_epochs=1", "trainer.limit_train_batches=2"), tmp_path
+    )
+    assert "test/acc" in metrics
+    assert not (tmp_path / "tensorboard").exists()
 
 
 def test_checkpoints_hold_plain_data_and_load_weights_only(train_cfg, tmp_path: Path) -> None:
@@ -75,11 +85,10 @@ def test_resume_from_last_continues_to_the_step_of_an_uninterrupted_run(
     train_cfg, tmp_path: Path
 ) -> None:
     straight_dir, resumed_dir = tmp_path / "straight", tmp_path / "resumed"
-    train(train_cfg("trainer.max_epochs=3", "test=false", output_dir=straight_dir), straight_dir)
-    train(train_cfg("trainer.max_epochs=2", "test=false", output_dir=resumed_dir), resumed_dir)
-    resumed = train_cfg(
-        "trainer.max_epochs=3", "test=false", "ckpt_path=last", output_dir=resumed_dir
-    )
+    common = ("test=false", "scheduler=step")
+    train(train_cfg("trainer.max_epochs=3", *common, output_dir=straight_dir), straight_dir)
+    train(train_cfg("trainer.max_epochs=2", *common, output_dir=resumed_dir), resumed_dir)
+    resumed = train_cfg("trainer.max_epochs=3", *common, "ckpt_path=last", output_dir=resumed_dir)
     train(resumed, resumed_dir)
 
     def state(run: Path) -> tuple[int, int]:
@@ -89,6 +98,13 @@ def test_resume_from_last_continues_to_the_step_of_an_uninterrupted_run(
     batches_per_epoch = -(-(640 - 100) // 128)
     assert state(resumed_dir) == state(straight_dir)
     assert state(straight_dir)[1] == 3 * batches_per_epoch
+
+
+def test_extending_a_finished_onecycle_schedule_is_a_clear_error(train_cfg, tmp_path: Path) -> None:
+    train(train_cfg("trainer.max_epochs=1", "test=false", "scheduler=onecycle"), tmp_path)
+    longer = train_cfg("trainer.max_epochs=2", "scheduler=onecycle", "ckpt_path=last")
+    with pytest.raises(ConfigError, match="planned for 5 steps, this run has 10"):
+        train(longer, tmp_path)
 
 
 def test_resume_without_a_checkpoint_is_an_error_not_a_fresh_run(train_cfg, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from pytorch_lightning.callbacks import LearningRateMonitor
 from rich.console import Console
 from rich.table import Table
 
@@ -110,6 +111,9 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
 
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
+    if not loggers:
+        # logger=none: Lightning refuses a LearningRateMonitor with nothing to log to.
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(to_plain(cfg))

@@ -14,6 +14,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo import models
+from zoo.config import ConfigError
 from zoo.optim import build_optimizer, build_scheduler
 from zoo.plots import labelled_grid, prediction_titles
 
@@ -69,6 +70,7 @@ class ClassificationModule(pl.LightningModule):
             self.model.to(memory_format=torch.channels_last)
         # Kept out of the module tree so that state_dict keys never gain "_orig_mod.".
         self._compiled = [torch.compile(self.model)] if compile else []
+        self._resumed_scheduler_states: list[dict[str, Any]] = []
 
     def forward(self, images: torch.Tensor) -> Any:
         if self.hparams.channels_last:
@@ -131,12 +133,25 @@ class ClassificationModule(pl.LightningModule):
                 logger.experiment.add_figure("val/predictions", figure, self.global_step)
                 plt.close(figure)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Kept to check, once the new schedule exists, that the resumed one still fits it.
+        self._resumed_scheduler_states = checkpoint.get("lr_schedulers", [])
+
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.parameters(), self.hparams.optimizer)
         trainer = self.trainer
         total = int(trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, trainer.max_epochs or 1))
         scheduler = build_scheduler(optimizer, self.hparams.scheduler, total, per_epoch)
+        for state in self._resumed_scheduler_states:
+            planned = state.get("total_steps")
+            if planned is not None and planned != total:
+                # torch would fail mid-run with "Tried to step N times"; say why up front.
+                raise ConfigError(
+                    f"the checkpoint's onecycle schedule was planned for {planned} steps, this run "
+                    f"has {total}: resume with the same trainer.max_epochs, or use an epoch-based "
+                    "scheduler (scheduler=step) to train longer"
+                )
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
