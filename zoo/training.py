@@ -9,6 +9,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
@@ -81,6 +83,17 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     return ckpt_path
 
 
+def refuse_ddp_in_multirun(trainer: pl.Trainer) -> None:
+    """Lightning relaunches train.py once per extra rank into hydra.run.dir, which in a sweep is
+    not the job's directory: the ranks would write apart. Say so rather than misbehave."""
+    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if trainer.world_size > 1 and in_sweep:
+        raise ConfigError(
+            "DDP (trainer.devices > 1 or several nodes) can't run inside a Hydra multirun "
+            "(-m): run each configuration as its own train.py command"
+        )
+
+
 def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a callbacks/logger group (each a dict with _target_)."""
     if not group:
@@ -115,6 +128,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         # logger=none: Lightning refuses a LearningRateMonitor with nothing to log to.
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    refuse_ddp_in_multirun(trainer)
     for logger in loggers:
         logger.log_hyperparams(to_plain(cfg))
 
