@@ -36,6 +36,27 @@ def test_every_classifier_runs_its_mnist_experiment(name: str, train_cfg, tmp_pa
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
 
 
+def config_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [f"optimizer={o}" for o in config_options("optimizer")]
+    + [f"scheduler={s}" for s in config_options("scheduler")],
+)
+def test_every_optimizer_and_scheduler_config_trains(
+    choice: str, train_cfg, tmp_path: Path
+) -> None:
+    cfg = train_cfg(
+        choice, "trainer.max_epochs=2",
+        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false",
+        "logger=none", "task.channels_last=true",
+    )  # fmt: skip
+    metrics = train(cfg, tmp_path)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
 def test_fit_then_test_logs_scalars_images_and_keeps_best_and_last(
     train_cfg, tmp_path: Path
 ) -> None:
@@ -101,9 +122,9 @@ def test_resume_from_last_continues_to_the_step_of_an_uninterrupted_run(
 
 
 def test_extending_a_finished_onecycle_schedule_is_a_clear_error(train_cfg, tmp_path: Path) -> None:
-    train(train_cfg("trainer.max_epochs=1", "test=false", "scheduler=onecycle"), tmp_path)
-    longer = train_cfg("trainer.max_epochs=2", "scheduler=onecycle", "ckpt_path=last")
-    with pytest.raises(ConfigError, match="planned for 5 steps, this run has 10"):
+    train(train_cfg("trainer.max_epochs=5", "test=false", "scheduler=onecycle"), tmp_path)
+    longer = train_cfg("trainer.max_epochs=6", "scheduler=onecycle", "ckpt_path=last")
+    with pytest.raises(ConfigError, match="planned for 25 steps, this run needs 30"):
         train(longer, tmp_path)
 
 

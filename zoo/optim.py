@@ -20,6 +20,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 }
 
 SCHEDULERS = ("step", "multistep", "cosine", "onecycle")
+MIN_ONECYCLE_STEPS = 20
 
 
 def build_optimizer(
@@ -70,8 +71,10 @@ def build_scheduler(
         interval = "step"
     elif name == "onecycle":
         max_lr = kwargs.pop("max_lr", None) or optimizer.param_groups[0]["lr"]
+        # OneCycleLR divides by the length of each phase: a debugging run of a few steps gets
+        # a schedule planned for MIN_ONECYCLE_STEPS, of which it uses the first few.
         scheduler = lr_scheduler.OneCycleLR(
-            optimizer, max_lr=max_lr, total_steps=max(1, total_steps), **kwargs
+            optimizer, max_lr=max_lr, total_steps=max(MIN_ONECYCLE_STEPS, total_steps), **kwargs
         )
         interval = "step"
     else:

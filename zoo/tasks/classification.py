@@ -143,14 +143,15 @@ class ClassificationModule(pl.LightningModule):
         total = int(trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, trainer.max_epochs or 1))
         scheduler = build_scheduler(optimizer, self.hparams.scheduler, total, per_epoch)
+        length = getattr(scheduler["scheduler"], "total_steps", None) if scheduler else None
         for state in self._resumed_scheduler_states:
             planned = state.get("total_steps")
-            if planned is not None and planned != total:
+            if planned is not None and planned != length:
                 # torch would fail mid-run with "Tried to step N times"; say why up front.
                 raise ConfigError(
-                    f"the checkpoint's onecycle schedule was planned for {planned} steps, this run "
-                    f"has {total}: resume with the same trainer.max_epochs, or use an epoch-based "
-                    "scheduler (scheduler=step) to train longer"
+                    f"the checkpoint's onecycle schedule was planned for {planned} steps, this "
+                    f"run needs {length}: resume with the same trainer.max_epochs, or use an "
+                    "epoch-based scheduler (scheduler=step) to train longer"
                 )
         if scheduler is None:
             return optimizer
