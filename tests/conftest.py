@@ -69,21 +69,26 @@ def compose_config(
     return cfg
 
 
+def synthetic_train_overrides(data_dir: Path) -> list[str]:
+    """train.yaml overrides for quick, quiet CPU runs on the synthetic MNIST in data_dir."""
+    return [
+        f"data.data_dir={data_dir}",
+        "data.verify=false",
+        "data.val_size=100",
+        "data.num_workers=0",
+        "callbacks.progress_bar=null",
+        "trainer.accelerator=cpu",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_model_summary=false",
+    ]
+
+
 @pytest.fixture
 def train_cfg(synthetic_mnist: Path, tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose the train config on synthetic MNIST, writing into tmp_path; pass overrides."""
 
     def make(*overrides: str, output_dir: Path | None = None) -> DictConfig:
-        base = [
-            f"data.data_dir={synthetic_mnist}",
-            "data.verify=false",
-            "data.val_size=100",
-            "data.num_workers=0",
-            "callbacks.progress_bar=null",
-            "trainer.accelerator=cpu",
-            "trainer.log_every_n_steps=1",
-            "trainer.enable_model_summary=false",
-        ]
+        base = synthetic_train_overrides(synthetic_mnist)
         return compose_config(base + list(overrides), output_dir or tmp_path)
 
     yield make

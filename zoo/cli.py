@@ -8,25 +8,43 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
 from zoo.config import ConfigError
 from zoo.data.mnist_files import MNISTUnavailableError
+from zoo.data.segmentation import SegmentationDataError
+from zoo.fault_tolerance import NonFiniteError
 
 log = logging.getLogger("zoo")
 
 # Errors that mean "the user asked for something impossible", not "zoo has a bug".
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, MNISTUnavailableError, FileNotFoundError)
+# A diverging loss is the run's settings' doing (learning rate, no clipping), not a bug.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    MNISTUnavailableError,
+    FileNotFoundError,
+    NonFiniteError,
+    SegmentationDataError,
+)
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 @contextmanager
 def exit_on_user_error(exit_code: int = 2) -> Iterator[None]:
     """Print a user error as one line on stderr and exit non-zero, without a stack trace.
 
-    HYDRA_FULL_ERROR=1 shows the full trace instead, as it does for Hydra's own errors.
+    HYDRA_FULL_ERROR=1 shows the full trace instead, as it does for Hydra's own errors. In a
+    multirun the error is raised on, as the failure of this job: exiting would abort the jobs
+    still to run (zoo.sweep.SweepSummary reports it).
     """
     try:
         yield
     except USER_ERRORS as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or in_multirun():
             raise
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(exit_code)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import zoo
 
@@ -73,6 +73,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be {description}, got {node!r}")
 
 
-def to_plain(cfg: DictConfig | Any) -> Any:
+def to_plain(cfg: DictConfig | ListConfig | Any) -> Any:
     """A resolved, plain-python copy: what goes into checkpoints and logs."""
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    if isinstance(cfg, DictConfig | ListConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg

@@ -1,4 +1,4 @@
-"""Figures for TensorBoard: labelled image grids (matplotlib, headless)."""
+"""Figures for TensorBoard (matplotlib, headless): labelled image grids, segmentation overlays."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # headless: training boxes and CI have no display
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 
 def labelled_grid(
@@ -18,8 +19,12 @@ def labelled_grid(
     titles: Sequence[str],
     colors: Sequence[str] | None = None,
     columns: int = 8,
+    rescale: bool = True,
 ) -> Figure:
-    """A grid of images (N, C, H, W), each with a short title such as 'pred 3 / true 5'."""
+    """A grid of images (N, C, H, W), each with a short title such as 'pred 3 / true 5'.
+
+    ``rescale=False`` shows images already in [0, 1] on that fixed scale.
+    """
     images = images.detach().float().cpu()
     count = len(images)
     rows = max(1, -(-count // columns))
@@ -29,12 +34,13 @@ def labelled_grid(
         if i >= count:
             continue
         image = images[i]
-        # Per-image min-max scaling undoes any normalisation well enough to look at.
-        image = (image - image.min()) / (image.max() - image.min() + 1e-8)
+        if rescale:
+            # Per-image min-max scaling undoes any normalisation well enough to look at.
+            image = (image - image.min()) / (image.max() - image.min() + 1e-8)
         if image.shape[0] == 1:
-            ax.imshow(image[0], cmap="gray")
+            ax.imshow(image[0].numpy(), cmap="gray", vmin=0.0, vmax=1.0)
         else:
-            ax.imshow(image[:3].permute(1, 2, 0))
+            ax.imshow(image[:3].permute(1, 2, 0).numpy())
         ax.set_title(titles[i], fontsize=8, color=colors[i] if colors else "black")
     fig.tight_layout()
     return fig
@@ -53,3 +59,50 @@ def prediction_titles(
         titles.append(f"pred {name(p)} / true {name(t)}")
         colors.append("green" if p == t else "red")
     return titles, colors
+
+
+def class_colors(num_classes: int) -> torch.Tensor:
+    """(num_classes, 4) RGBA: class 0 (background) clear, the others tab10/tab20 colours."""
+    cmap = plt.get_cmap("tab10" if num_classes <= 11 else "tab20")
+    colors = torch.tensor([cmap(i % cmap.N) for i in range(num_classes - 1)], dtype=torch.float32)
+    return torch.cat([torch.zeros(1, 4), colors])
+
+
+def segmentation_overlays(
+    images: torch.Tensor,
+    truth: torch.Tensor,
+    preds: torch.Tensor,
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    alpha: float = 0.65,
+) -> Figure:
+    """One row per image (N, C, H, W): the input | the true mask over it | the predicted mask
+    over it; masks (N, H, W) are class indices, background (0) left clear."""
+    images = images.detach().float().cpu()
+    truth, preds = truth.detach().long().cpu(), preds.detach().long().cpu()
+    colors = class_colors(num_classes)
+    colors[1:, 3] = alpha
+    rows = len(images)
+    fig, axes = plt.subplots(rows, 3, figsize=(6.0, 2.0 * rows + 0.6), squeeze=False)
+    for i in range(rows):
+        image = images[i]
+        image = (image - image.min()) / (image.max() - image.min() + 1e-8)
+        shown = image[0] if image.shape[0] == 1 else image[:3].permute(1, 2, 0)
+        for column, mask in enumerate((None, truth[i], preds[i])):
+            ax = axes[i, column]
+            ax.axis("off")
+            ax.imshow(shown, cmap="gray" if image.shape[0] == 1 else None)
+            if mask is not None:
+                ax.imshow(colors[mask.clamp(0, num_classes - 1)], interpolation="nearest")
+    for ax, title in zip(axes[0], ("input", "truth", "prediction"), strict=True):
+        ax.set_title(title, fontsize=9)
+    shown_classes = torch.cat([truth.unique(), preds.unique()]).unique().tolist()
+    handles = [
+        Patch(color=colors[c, :3].tolist(), label=class_names[c] if class_names else str(c))
+        for c in shown_classes
+        if 0 < c < num_classes
+    ]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7)
+    fig.tight_layout(rect=(0, 0.6 / (2.0 * rows + 0.6), 1, 1))
+    return fig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -24,6 +25,22 @@ from zoo.tasks import TASKS
 log = logging.getLogger(__name__)
 
 
+def task_options(cfg: DictConfig, module_cls: type[pl.LightningModule]) -> dict[str, Any]:
+    """The keys of cfg.task that module_cls takes.
+
+    cfg.task holds the options of every task (label_smoothing, aux_loss_weight for
+    classification; loss, dice_weight for segmentation); each module takes its own. A key that
+    no task takes is a mistake.
+    """
+    options = to_plain(cfg.get("task")) or {}
+    takes = {task: set(inspect.signature(cls).parameters) for task, cls in TASKS.items()}
+    unknown = sorted(set(options) - set().union(*takes.values()))
+    if unknown:
+        raise ConfigError(f"task.{unknown[0]} is not an option of any task ({sorted(TASKS)})")
+    mine = set(inspect.signature(module_cls).parameters)
+    return {key: value for key, value in options.items() if key in mine}
+
+
 def build_task(cfg: DictConfig) -> pl.LightningModule:
     """The LightningModule for cfg.model, built before any data is touched."""
     model_spec = to_plain(cfg.model)
@@ -42,7 +59,7 @@ def build_task(cfg: DictConfig) -> pl.LightningModule:
             optimizer=to_plain(cfg.optimizer),
             scheduler=to_plain(cfg.scheduler) or None,
             data=to_plain(cfg.data),
-            **to_plain(cfg.task),
+            **task_options(cfg, module_cls),
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err

@@ -1,0 +1,24 @@
+"""Evaluate a checkpoint: python evaluate.py ckpt_path=PATH [split=val] [attack=fgsm]
+[predict=DIR_OR_FILES] [export=onnx] [key=value ...]"""
+
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from zoo.cli import exit_on_user_error
+from zoo.config import CONFIG_DIR
+from zoo.evaluation import evaluate
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+def main(cfg: DictConfig) -> float | None:
+    with exit_on_user_error():
+        report = evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    # Returned for Hydra sweepers that optimise a metric.
+    return report.get("acc")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Image files -> the batch a model saw in training, and its top-k classes.
+
+A file of any size is decoded to the training data's channels (grey for MNIST); the datamodule's
+``preprocess_images`` then does what training did to a stored image (MNIST: resize to 28x28,
+pad or resize to the model's input, normalise, with the very transform training used).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.io import ImageReadMode, decode_image
+
+from zoo.config import ConfigError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def find_images(targets: str | Sequence[str]) -> list[Path]:
+    """The image files named, and those in (sub)folders named, in a stable order."""
+    names = [targets] if isinstance(targets, str | Path) else list(targets)
+    files: list[Path] = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not found:
+                raise ConfigError(f"predict: no PNG or JPEG files in {path}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ConfigError(f"predict: {path} does not exist")
+    if not files:
+        raise ConfigError("predict: no image files given")
+    return files
+
+
+def load_images(files: Sequence[Path], channels: int) -> list[torch.Tensor]:
+    """Each file as uint8 (channels, H, W), whatever its format's own channels."""
+    modes = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
+    if channels not in modes:
+        raise ConfigError(f"predict: images with {channels} channels are not supported")
+    images = []
+    for path in files:
+        try:
+            images.append(decode_image(str(path), mode=modes[channels]))
+        except (RuntimeError, ValueError) as err:
+            raise ConfigError(f"predict: {path} is not a readable PNG or JPEG image") from err
+    return images
+
+
+def top_k(
+    files: Sequence[Path], probabilities: torch.Tensor, k: int, class_names: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One entry per file: its k most probable classes, most probable first."""
+    values, indices = probabilities.float().topk(min(k, probabilities.shape[1]), dim=1)
+    return [
+        {
+            "file": str(path),
+            "top_k": [
+                {"class": class_names[i], "index": i, "probability": p}
+                for p, i in zip(row_p.tolist(), row_i.tolist(), strict=True)
+            ],
+        }
+        for path, row_p, row_i in zip(files, values, indices, strict=True)
+    ]

@@ -1,0 +1,199 @@
+"""One LightningModule for the zoo's segmentation networks (U-Net)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.loggers import TensorBoardLogger
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from torchmetrics.segmentation import DiceScore
+
+from zoo import models
+from zoo.plots import segmentation_overlays
+from zoo.tasks.classification import ClassificationModule
+
+LOSSES = ("ce", "dice", "ce+dice")
+
+
+def soft_dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """1 - the soft Dice score of softmax(logits) against the labels, averaged over the classes
+    present in the batch.
+
+    Written here because none of our libraries has a differentiable multiclass Dice:
+    torchmetrics' DiceScore is a metric on hard labels, torchvision has none.
+    """
+    num_classes = logits.shape[1]
+    probs = logits.float().softmax(dim=1)
+    one_hot = F.one_hot(targets, num_classes).permute(0, 3, 1, 2).to(probs.dtype)
+    dims = (0, 2, 3)
+    intersection = (probs * one_hot).sum(dims)
+    cardinality = probs.sum(dims) + one_hot.sum(dims)
+    dice = 2 * intersection / cardinality.clamp_min(1e-7)
+    # Classes absent from the batch have no Dice to learn; their false positives still lower
+    # the Dice of the classes they were taken from.
+    present = one_hot.sum(dims) > 0
+    return 1 - dice[present].mean()
+
+
+def segmentation_metrics(num_classes: int) -> MetricCollection:
+    """Mean IoU over the classes (from the dataset's pixel confusion matrix, as in PASCAL VOC and
+    Cityscapes), and pixel accuracy."""
+    return MetricCollection(
+        {
+            "miou": MulticlassJaccardIndex(num_classes, average="macro"),
+            "pixel_acc": MulticlassAccuracy(num_classes, average="micro"),
+        }
+    )
+
+
+def dice_per_class(num_classes: int) -> DiceScore:
+    """Each class's Dice over the whole split (not averaged image by image)."""
+    return DiceScore(num_classes, average="none", aggregation_level="global", input_format="index")
+
+
+class SegmentationModule(pl.LightningModule):
+    """Per-pixel cross-entropy, soft Dice, or both, over any registered segmentation network.
+
+    Hyper-parameters follow ClassificationModule: ``model`` = ``{"name": registry name, **plain
+    arguments}``, optimizer and scheduler as plain dicts, and ``data``, the run's plain data
+    config, kept in the checkpoint so that evaluation can rebuild the same dataset.
+
+    Logs ``{stage}/loss``, ``{stage}/miou`` and ``{stage}/pixel_acc``; for val and test also
+    ``{stage}/dice`` (the mean over classes) and ``{stage}/dice_<class name>``. Each validation
+    epoch, TensorBoard gets ``val/overlays``: input | truth | prediction for ``log_images``
+    images.
+    """
+
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        loss: str = "ce+dice",
+        dice_weight: float = 1.0,
+        label_smoothing: float = 0.0,
+        channels_last: bool = False,
+        compile: bool = False,
+        class_names: Sequence[str] | None = None,
+        log_images: int = 4,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        spec = dict(model)
+        self.model = models.build(spec.pop("name"), **spec)
+        if self.model.task != "segmentation":
+            raise ValueError(
+                f"model {model['name']!r} is a {self.model.task} network; "
+                "SegmentationModule needs a segmentation network"
+            )
+        if loss not in LOSSES:
+            raise ValueError(f"task.loss must be one of {LOSSES}, got {loss!r}")
+        if dice_weight < 0:
+            raise ValueError(f"task.dice_weight must be >= 0, got {dice_weight}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"task.label_smoothing must be in [0, 1), got {label_smoothing}")
+        num_classes = self.model.num_classes
+        names = class_names or (data or {}).get("class_names")
+        self.class_names = list(names) if names else [str(i) for i in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(
+                f"{len(self.class_names)} class names for {num_classes} classes: {self.class_names}"
+            )
+        self.train_metrics = segmentation_metrics(num_classes).clone(prefix="train/")
+        self.val_metrics = segmentation_metrics(num_classes).clone(prefix="val/")
+        self.test_metrics = segmentation_metrics(num_classes).clone(prefix="test/")
+        self.val_dice = dice_per_class(num_classes)
+        self.test_dice = dice_per_class(num_classes)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        # Kept out of the module tree so that state_dict keys never gain "_orig_mod.".
+        self._compiled = [torch.compile(self.model)] if compile else []
+        self._resumed_scheduler_states: list[dict[str, Any]] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return (self._compiled[0] if self._compiled else self.model)(images)
+
+    def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        terms = self.hparams.loss.split("+")
+        loss = logits.new_zeros((), dtype=torch.float32)
+        if "ce" in terms:
+            loss = F.cross_entropy(logits, masks, label_smoothing=self.hparams.label_smoothing)
+        if "dice" in terms:
+            loss = loss + self.hparams.dice_weight * soft_dice_loss(logits, masks)
+        return loss
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        images, masks = batch
+        logits = self(images)
+        loss = self.loss(logits, masks)
+        self.train_metrics(logits.argmax(dim=1), masks)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(masks))
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(masks))
+        return loss
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, masks = batch
+        logits = self(images)
+        preds = logits.argmax(dim=1)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics(preds, masks)
+        (self.val_dice if stage == "val" else self.test_dice).update(preds, masks)
+        self.log(f"{stage}/loss", self.loss(logits, masks), batch_size=len(masks))
+        self.log_dict(metrics, prog_bar=stage == "val", batch_size=len(masks))
+        return preds
+
+    def _log_dice(self, stage: str) -> None:
+        dice_metric = self.val_dice if stage == "val" else self.test_dice
+        scores = dice_metric.compute().reshape(-1)
+        dice_metric.reset()
+        # Classes absent from both truth and prediction have no Dice (nan): left out of the mean.
+        self.log(f"{stage}/dice", scores.nanmean())
+        for name, score in zip(self.class_names, scores, strict=True):
+            if not torch.isnan(score):
+                self.log(f"{stage}/dice_{name}", score)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        preds = self._evaluate(batch, "val")
+        if batch_idx == 0:
+            self._log_overlays(batch[0], batch[1], preds)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_dice("val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_dice("test")
+
+    def _log_overlays(self, images: torch.Tensor, masks: torch.Tensor, preds: torch.Tensor) -> None:
+        count = self.hparams.log_images
+        if count <= 0 or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                figure = segmentation_overlays(
+                    images[:count],
+                    masks[:count],
+                    preds[:count],
+                    self.model.num_classes,
+                    self.class_names,
+                )
+                logger.experiment.add_figure("val/overlays", figure, self.global_step)
+                plt.close(figure)
+
+    # The same optimizer and schedule wiring as classification, including its check that a
+    # resumed onecycle schedule still fits the run.
+    on_load_checkpoint = ClassificationModule.on_load_checkpoint
+    configure_optimizers = ClassificationModule.configure_optimizers
