@@ -4,7 +4,9 @@ their own (+callbacks.<name>._target_=..., trainer.plugins=[...])."""
 from __future__ import annotations
 
 import io
+import os
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -65,3 +67,11 @@ class PausingCheckpointIO(AtomicCheckpointIO):
 
         with mock.patch.object(torch, "save", write_half_then_pause):
             return super().save_checkpoint(checkpoint, path, storage_options)
+
+
+class SigtermDuringValidation(pl.Callback):
+    """Sends this process a SIGTERM as the first validation after sanity checking starts."""
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.current_epoch == 0:
+            os.kill(os.getpid(), signal.SIGTERM)

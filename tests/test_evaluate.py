@@ -398,3 +398,46 @@ def test_gpu_and_cpu_checkpoints_evaluate_on_either_device(
     )
     assert on_cpu["acc"] == pytest.approx(trained.metrics["test/acc"], abs=1e-3)
     assert on_gpu["acc"] == pytest.approx(trained.metrics["test/acc"], abs=0.02)
+
+
+# --- segmentation ---------------------------------------------------------------------------
+
+
+def test_segmentation_metrics_match_the_training_runs(
+    train_cfg, run_evaluate, tmp_path: Path
+) -> None:
+    """U-Net at toy sizes (as in test_segmentation.py): mIoU, pixel accuracy and Dice as training
+    tested them, plus per-class IoU/Dice and the pixel confusion matrix."""
+    run = tmp_path / "train"
+    cfg = train_cfg(
+        "experiment=unet_mnist",
+        "model.base_width=4",
+        "data.image_size=32",
+        "data.train_canvases=16",
+        "data.val_canvases=8",
+        "data.test_canvases=8",
+        "data.batch_size=8",
+        "trainer.max_epochs=1",
+        "logger=none",
+        output_dir=run,
+    )
+    metrics = train(cfg, run)
+    [best] = [p for p in (run / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
+
+    report = run_evaluate(ckpt=best, output_dir=tmp_path / "eval")
+    assert report["task"] == "segmentation" and report["samples"] == 8
+    for key in ("miou", "pixel_acc", "dice"):
+        assert report[key] == pytest.approx(metrics[f"test/{key}"], abs=1e-3), (key, report["per_class"], report[key], metrics[f"test/{key}"])
+    assert list(report["per_class"]) == ["background", *map(str, range(10))]
+    matrix = torch.tensor(report["confusion_matrix"])
+    assert matrix.sum() == 8 * 32 * 32
+    assert matrix.trace() / matrix.sum() == pytest.approx(report["pixel_acc"])
+    for i, row in enumerate(report["per_class"].values()):
+        union = matrix[i].sum() + matrix[:, i].sum() - matrix[i, i]
+        if row["iou"] is not None:
+            assert row["iou"] == pytest.approx(float(matrix[i, i] / union))
+    assert {"confusion_matrix.png", "worst_segmented.png"} <= {
+        p.name for p in (tmp_path / "eval").iterdir()
+    }
+    with pytest.raises(ConfigError, match="attack and predict are for classifiers"):
+        run_evaluate("attack=fgsm", ckpt=best, output_dir=tmp_path / "attack")

@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from zoo.config import ConfigError
+from zoo.data.imagenet import ImageNetDataError
 from zoo.data.mnist_files import MNISTUnavailableError
 from zoo.data.segmentation import SegmentationDataError
 from zoo.fault_tolerance import NonFiniteError
@@ -26,6 +27,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     FileNotFoundError,
     NonFiniteError,
     SegmentationDataError,
+    ImageNetDataError,
 )
 
 

@@ -3,8 +3,8 @@ then report metrics (and robustness to FGSM), predict image files, or export to 
 
 Evaluation is per task, keyed on the model's ``task`` attribute (``EVALUATORS``): each evaluator
 is a LightningModule whose ``test_step`` accumulates metrics and whose ``report`` and ``figures``
-say what it found. A segmentation evaluator (mIoU, per-class Dice, pixel confusion matrix) slots
-in beside the classification one.
+say what it found: accuracy and a confusion matrix for classifiers; mIoU, per-class IoU and
+Dice and a pixel confusion matrix for segmentation networks.
 """
 
 from __future__ import annotations
@@ -29,17 +29,18 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics import MeanMetric, Metric, MetricCollection
+from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
 
 from zoo import data
 from zoo.attacks import FGSMEvaluator, accuracy_figure, pixel_normalization
 from zoo.checkpoints import Checkpoint, load_checkpoint
 from zoo.config import CONFIG_DIR, ConfigError, to_plain, validate
 from zoo.export import export_onnx
-from zoo.plots import labelled_grid
+from zoo.plots import labelled_grid, segmentation_overlays
 from zoo.predict import find_images, load_images, top_k
 from zoo.tasks.classification import accuracy_metrics
+from zoo.tasks.segmentation import dice_per_class, segmentation_metrics
 from zoo.training import instantiate_group
 
 log = logging.getLogger(__name__)
@@ -51,18 +52,14 @@ ATTACKS = ("fgsm",)
 MAX_DRAWN_CLASSES = 30
 
 
-class ClassificationEvaluator(pl.LightningModule):
-    """A classifier's metrics on one split, in one pass: loss, top-1 (and top-5 when there are
-    more than 5 classes), the confusion matrix (and from it per-class accuracy), images/s, and
-    the misclassified images with the highest loss."""
+class Evaluator(pl.LightningModule):
+    """What every task's evaluator shares: images/s over the test loop, and the samples with the
+    highest loss. Subclasses update their metrics in ``test_step`` and say what they found in
+    ``report`` and ``figures``."""
 
     def __init__(self, model: nn.Module, worst_images: int = 16) -> None:
         super().__init__()
         self.model = model
-        num_classes = model.num_classes
-        self.accuracy = accuracy_metrics(num_classes)
-        self.confusion = MulticlassConfusionMatrix(num_classes)
-        self.loss = MeanMetric()
         self.worst_images = worst_images
         self.worst: dict[str, torch.Tensor] = {}
         self.samples = 0
@@ -78,11 +75,51 @@ class ClassificationEvaluator(pl.LightningModule):
             torch.cuda.synchronize(self.device)
 
     def on_test_epoch_start(self) -> None:
-        for metric in (self.accuracy, self.confusion, self.loss):
-            metric.reset()
+        for module in self.modules():
+            if isinstance(module, Metric | MetricCollection):
+                module.reset()
         self.worst, self.samples = {}, 0
         self._synchronize()
         self._started = time.perf_counter()
+
+    def on_test_epoch_end(self) -> None:
+        self._synchronize()
+        self.seconds = time.perf_counter() - self._started
+
+    def images_per_sec(self) -> float | None:
+        return self.samples / self.seconds if self.seconds else None
+
+    def keep_worst(self, losses: torch.Tensor, **samples: torch.Tensor) -> None:
+        """Keep, across batches, the ``worst_images`` samples with the highest ``losses``."""
+        if self.worst_images <= 0 or not len(losses):
+            return
+        found = {"loss": losses, **samples}
+        found = {key: value.detach().cpu() for key, value in found.items()}
+        if self.worst:
+            found = {key: torch.cat([self.worst[key], value]) for key, value in found.items()}
+        keep = found["loss"].topk(min(self.worst_images, len(found["loss"]))).indices
+        self.worst = {key: value[keep] for key, value in found.items()}
+
+    def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.model(batch[0]).float().softmax(dim=1)
+
+    def report(self, class_names: Sequence[str]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def figures(self, class_names: Sequence[str]) -> dict[str, Figure]:
+        raise NotImplementedError
+
+
+class ClassificationEvaluator(Evaluator):
+    """A classifier's metrics on one split, in one pass: loss, top-1 (and top-5 when there are
+    more than 5 classes), the confusion matrix (and from it per-class accuracy), images/s, and
+    the misclassified images with the highest loss."""
+
+    def __init__(self, model: nn.Module, worst_images: int = 16) -> None:
+        super().__init__(model, worst_images)
+        self.accuracy = accuracy_metrics(model.num_classes)
+        self.confusion = MulticlassConfusionMatrix(model.num_classes)
+        self.loss = MeanMetric()
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, targets = batch
@@ -90,40 +127,18 @@ class ClassificationEvaluator(pl.LightningModule):
         losses = F.cross_entropy(logits, targets, reduction="none")
         self.loss.update(losses)
         self.accuracy.update(logits, targets)
-        self.confusion.update(logits.argmax(dim=1), targets)
+        preds = logits.argmax(dim=1)
+        self.confusion.update(preds, targets)
         self.samples += len(targets)
-        self._keep_worst(images, logits, targets, losses)
-
-    def _keep_worst(
-        self,
-        images: torch.Tensor,
-        logits: torch.Tensor,
-        targets: torch.Tensor,
-        losses: torch.Tensor,
-    ) -> None:
-        wrong = logits.argmax(dim=1) != targets
-        if self.worst_images <= 0 or not wrong.any():
-            return
+        wrong = preds != targets
         probs = logits[wrong].softmax(dim=1)
-        found = {
-            "loss": losses[wrong],
-            "images": images[wrong],
-            "preds": probs.argmax(dim=1),
-            "confidence": probs.amax(dim=1),
-            "targets": targets[wrong],
-        }
-        found = {key: value.detach().cpu() for key, value in found.items()}
-        if self.worst:
-            found = {key: torch.cat([self.worst[key], value]) for key, value in found.items()}
-        keep = found["loss"].topk(min(self.worst_images, len(found["loss"]))).indices
-        self.worst = {key: value[keep] for key, value in found.items()}
-
-    def on_test_epoch_end(self) -> None:
-        self._synchronize()
-        self.seconds = time.perf_counter() - self._started
-
-    def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self.model(batch[0]).float().softmax(dim=1)
+        self.keep_worst(
+            losses[wrong],
+            images=images[wrong],
+            preds=preds[wrong],
+            confidence=probs.amax(dim=1),
+            targets=targets[wrong],
+        )
 
     def report(self, class_names: Sequence[str]) -> dict[str, Any]:
         accuracy = {key: float(value) for key, value in self.accuracy.compute().items()}
@@ -135,29 +150,23 @@ class ClassificationEvaluator(pl.LightningModule):
             }
             for i, name in enumerate(class_names)
         }
-        report = {
+        return {
             "samples": self.samples,
             "loss": float(self.loss.compute()),
             **accuracy,
-            "images_per_sec": self.samples / self.seconds if self.seconds else None,
+            "images_per_sec": self.images_per_sec(),
             "per_class": per_class,
             "confusion_matrix": matrix.tolist(),
         }
-        return report
 
     def figures(self, class_names: Sequence[str]) -> dict[str, Figure]:
         figures = {}
         if len(class_names) <= MAX_DRAWN_CLASSES:
-            figure, ax = self.confusion.plot(
-                add_text=len(class_names) <= 20, labels=list(class_names)
-            )
-            ax.set_xlabel("predicted")
-            ax.set_ylabel("true")
-            figures["confusion_matrix"] = figure
+            figures["confusion_matrix"] = confusion_figure(self.confusion, class_names)
         if self.worst:
             worst = self.worst
             titles = [
-                f"pred {class_names[p]} {c:.0%}\ntrue {class_names[t]}"
+                f"pred {class_names[p]} {c:.0%} / true {class_names[t]}"
                 for p, c, t in zip(
                     worst["preds"].tolist(),
                     worst["confidence"].tolist(),
@@ -171,8 +180,95 @@ class ClassificationEvaluator(pl.LightningModule):
         return figures
 
 
-# task -> evaluator; the segmentation task (mIoU, Dice, pixel confusion) registers here.
-EVALUATORS: dict[str, type[pl.LightningModule]] = {"classification": ClassificationEvaluator}
+class SegmentationEvaluator(Evaluator):
+    """A segmentation network's metrics on one split: mean IoU and pixel accuracy (as training
+    logs them), per-class IoU and Dice over the whole split, the pixel confusion matrix, pixel
+    cross-entropy, images/s, and the images with the highest loss."""
+
+    shown_images = 6  # one figure row each
+
+    def __init__(self, model: nn.Module, worst_images: int = 16) -> None:
+        super().__init__(model, worst_images)
+        num_classes = model.num_classes
+        self.metrics = segmentation_metrics(num_classes)
+        self.iou = MulticlassJaccardIndex(num_classes, average="none")
+        self.dice = dice_per_class(num_classes)
+        self.confusion = MulticlassConfusionMatrix(num_classes)
+        self.loss = MeanMetric()
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, masks = batch
+        logits = self.model(images).float()
+        pixel_losses = F.cross_entropy(logits, masks, reduction="none")
+        preds = logits.argmax(dim=1)
+        self.loss.update(pixel_losses)
+        for metric in (self.metrics, self.iou, self.dice, self.confusion):
+            metric.update(preds, masks)
+        self.samples += len(masks)
+        self.keep_worst(pixel_losses.mean(dim=(1, 2)), images=images, masks=masks, preds=preds)
+
+    def report(self, class_names: Sequence[str]) -> dict[str, Any]:
+        iou = self.iou.compute().reshape(-1).cpu()
+        dice = self.dice.compute().reshape(-1).cpu()
+        matrix = self.confusion.compute().cpu()
+
+        def number(value: torch.Tensor) -> float | None:
+            return None if torch.isnan(value) else float(value)
+
+        per_class = {
+            name: {"iou": number(iou[i]), "dice": number(dice[i]), "pixels": int(matrix[i].sum())}
+            for i, name in enumerate(class_names)
+        }
+        return {
+            "samples": self.samples,
+            "loss": float(self.loss.compute()),
+            **{key: float(value) for key, value in self.metrics.compute().items()},
+            # Classes absent from both truth and prediction have no Dice: left out of the mean.
+            "dice": float(dice.nanmean()),
+            "images_per_sec": self.images_per_sec(),
+            "per_class": per_class,
+            "confusion_matrix": matrix.tolist(),
+        }
+
+    def figures(self, class_names: Sequence[str]) -> dict[str, Figure]:
+        figures = {}
+        if len(class_names) <= MAX_DRAWN_CLASSES:
+            figures["confusion_matrix"] = confusion_figure(
+                self.confusion, class_names, normalize=True
+            )
+        if self.worst:
+            n = self.shown_images
+            figures["worst_segmented"] = segmentation_overlays(
+                self.worst["images"][:n],
+                self.worst["masks"][:n],
+                self.worst["preds"][:n],
+                self.model.num_classes,
+                class_names,
+            )
+        return figures
+
+
+def confusion_figure(
+    confusion: MulticlassConfusionMatrix, class_names: Sequence[str], normalize: bool = False
+) -> Figure:
+    """torchmetrics' confusion-matrix plot; ``normalize``: each true class's row sums to 1
+    (pixel counts are too large to read)."""
+    matrix = confusion.compute().cpu()
+    if normalize:
+        matrix = matrix.float() / matrix.sum(dim=1, keepdim=True).clamp_min(1)
+    figure, ax = confusion.plot(
+        val=matrix, add_text=len(class_names) <= 20, labels=list(class_names)
+    )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    return figure
+
+
+# The model's ``task`` attribute picks its evaluator.
+EVALUATORS: dict[str, type[Evaluator]] = {
+    "classification": ClassificationEvaluator,
+    "segmentation": SegmentationEvaluator,
+}
 
 
 def check_options(cfg: DictConfig) -> None:
@@ -282,10 +378,15 @@ def build_trainer(cfg: DictConfig, loggers: list[Logger], inference_mode: bool) 
     return trainer
 
 
-def class_names(checkpoint: Checkpoint, datamodule: Any) -> list[str]:
-    """The run's class names, else the datamodule's, else the class indices."""
+def class_names(checkpoint: Checkpoint, spec: Mapping[str, Any], datamodule: Any) -> list[str]:
+    """The run's class names, else the data config's or the datamodule's, else the indices."""
     count = checkpoint.model.num_classes
-    for names in (checkpoint.hparams.get("class_names"), getattr(datamodule, "class_names", None)):
+    candidates = (
+        checkpoint.hparams.get("class_names"),
+        spec.get("class_names"),
+        getattr(datamodule, "class_names", None),
+    )
+    for names in candidates:
         if names and len(names) == count:
             return [str(name) for name in names]
     return [str(i) for i in range(count)]
@@ -339,7 +440,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"attack and predict are for classifiers; this is a {model.task} model")
     spec = resolve_data(cfg, checkpoint)
     datamodule = build_datamodule(spec)
-    names = class_names(checkpoint, datamodule)
+    names = class_names(checkpoint, spec, datamodule)
     report: dict[str, Any] = {
         "checkpoint": str(cfg.ckpt_path),
         "model": checkpoint.hparams["model"],
@@ -412,13 +513,12 @@ def print_predictions(predictions: Sequence[Mapping[str, Any]]) -> None:
 
 def print_report(report: Mapping[str, Any], names: Sequence[str]) -> None:
     console = Console()
-    console.print(f"checkpoint: {report['checkpoint']}")
+    console.print(f"checkpoint: {report['checkpoint']}", soft_wrap=True)
     table = Table(title=f"{report['dataset']}, {report['split']} split")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("samples", "loss", "acc", "acc_top5", "images_per_sec"):
-        value = report.get(key)
-        if value is not None:
+    for key, value in report.items():
+        if isinstance(value, int | float) and key != "image_size":
             table.add_row(key, _cell(value))
     console.print(table)
     if len(names) <= MAX_DRAWN_CLASSES:
@@ -433,10 +533,12 @@ def print_report(report: Mapping[str, Any], names: Sequence[str]) -> None:
         for name, counts in zip(names, report["confusion_matrix"], strict=True):
             own = report["per_class"][name]
             table.add_row(name, *(str(v) for v in counts), *(_cell(own.get(m)) for m in metrics))
-        console.print(table)
+        # Wider than the terminal (or 80 columns in a pipe) rather than cut into ellipses.
+        needed = console.measure(table, options=console.options.update_width(10_000)).maximum
+        Console(width=max(console.width, needed)).print(table)
     if "fgsm" in report:
-        fgsm = Table(title="FGSM (eps in pixel units)")
-        fgsm.add_column("eps", justify="right")
+        fgsm = Table(title="FGSM")
+        fgsm.add_column("eps (pixels)", justify="right")
         fgsm.add_column("accuracy", justify="right")
         fgsm.add_row("clean", f"{report['acc']:.4f}")
         for eps, acc in zip(report["fgsm"]["eps"], report["fgsm"]["acc"], strict=True):
@@ -447,7 +549,7 @@ def print_report(report: Mapping[str, Any], names: Sequence[str]) -> None:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
-    return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
 
 
 def _write_json(path: Path, report: Mapping[str, Any]) -> None:

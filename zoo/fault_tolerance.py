@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import threading
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -145,11 +147,25 @@ class Preemption(Callback):
     Lightning's handler notes the SIGTERM; Lightning 2.6 then stops between batches, but saves
     nothing and exits 0. A SIGTERM during validation stops it there (Lightning's doing): the
     state can't be resumed exactly mid-validation, so the last periodic checkpoint stands.
+
+    With several ranks, Lightning's handler broadcasts from inside the signal handler: when it
+    interrupts another collective, or runs twice on a rank signalled twice (by the scheduler
+    and by rank 0), the ranks deadlock. There, the signal is only noted, and the ranks agree on
+    it at the next batch end (a SIGTERM during validation then waits for the next batch).
     """
 
     def __init__(self, dirpath: str, filename: str = "last") -> None:
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self._saved = False
+        self._sigterm = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After Lightning registered its handlers; it restores the previous ones at teardown.
+        if trainer.world_size > 1 and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._note_sigterm)
+
+    def _note_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self._sigterm = True
 
     def on_train_batch_end(
         self,
@@ -160,7 +176,8 @@ class Preemption(Callback):
         batch_idx: int,
     ) -> None:
         # Decided by all ranks together, since saving is collective.
-        if trainer.strategy.reduce_boolean_decision(trainer.received_sigterm, all=False):
+        local = trainer.received_sigterm or self._sigterm
+        if trainer.strategy.reduce_boolean_decision(local, all=False):
             self._save(trainer)
             raise SIGTERMException(PREEMPTED_EXIT_CODE)
 
@@ -183,7 +200,7 @@ class Preemption(Callback):
             )
 
     def _save(self, trainer: pl.Trainer) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
         self._saved = True
         if trainer.is_global_zero:
             log.warning(

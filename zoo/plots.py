@@ -87,13 +87,14 @@ def segmentation_overlays(
     for i in range(rows):
         image = images[i]
         image = (image - image.min()) / (image.max() - image.min() + 1e-8)
-        shown = image[0] if image.shape[0] == 1 else image[:3].permute(1, 2, 0)
+        shown = (image[0] if image.shape[0] == 1 else image[:3].permute(1, 2, 0)).numpy()
         for column, mask in enumerate((None, truth[i], preds[i])):
             ax = axes[i, column]
             ax.axis("off")
             ax.imshow(shown, cmap="gray" if image.shape[0] == 1 else None)
             if mask is not None:
-                ax.imshow(colors[mask.clamp(0, num_classes - 1)], interpolation="nearest")
+                overlay = colors[mask.clamp(0, num_classes - 1)].numpy()
+                ax.imshow(overlay, interpolation="nearest")
     for ax, title in zip(axes[0], ("input", "truth", "prediction"), strict=True):
         ax.set_title(title, fontsize=9)
     shown_classes = torch.cat([truth.unique(), preds.unique()]).unique().tolist()

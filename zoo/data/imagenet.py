@@ -28,8 +28,9 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,14 +43,6 @@ from torchvision import datasets, models
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms import v2
-
-# torchvision 0.29 deprecates its image codecs in favour of TorchCodec, but they still work and
-# are the only batched nvJPEG decoder that ships with torchvision; silence just that warning.
-warnings.filterwarnings(
-    "ignore",
-    message="The image decoding and encoding capabilities of TorchVision",
-    category=Warning,
-)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +59,18 @@ ARCHIVES = {
 LAYOUTS = ("auto", "folders", "archives")
 DECODERS = ("cpu", "gpu")
 _JPEG_START, _JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
+
+
+@contextmanager
+def _codec() -> Iterator[None]:
+    """torchvision 0.29 deprecates its image codecs in favour of TorchCodec, but they still work
+    and ship the batched nvJPEG decoder this module is built on: silence just that warning
+    (locally, as test runners reset global warning filters)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="The image decoding and encoding capabilities of TorchVision"
+        )
+        yield
 
 
 class ImageNetDataError(ValueError):
@@ -135,7 +140,8 @@ def unreadable(path: str, err: Exception) -> ImageNetDataError:
 
 def read_bytes(path: str) -> torch.Tensor:
     try:
-        return read_file(path)
+        with _codec():
+            return read_file(path)
     except (OSError, RuntimeError) as err:
         raise unreadable(path, err) from err
 
@@ -145,7 +151,8 @@ def decode_file(path: str, data: torch.Tensor | None = None) -> torch.Tensor:
     reads (ImageNet's training set holds a PNG named .JPEG)."""
     data = read_bytes(path) if data is None else data
     try:
-        return decode_image(data, mode=ImageReadMode.RGB)
+        with _codec():
+            return decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError as err:
         raise unreadable(path, err) from err
 
@@ -183,18 +190,31 @@ class DecodedImages(Dataset):
 
 @dataclass
 class EncodedBatch:
-    """decode=gpu: a batch of file bytes (``encoded``) or, for what nvJPEG can't take, images
-    the worker already decoded; decoded and transformed in ``on_after_batch_transfer``."""
+    """decode=gpu: what the workers hand over, decoded in ``on_after_batch_transfer``.
 
-    data: list[torch.Tensor]
-    encoded: list[bool]
+    The JPEG bytes of a batch travel as one flat tensor (``jpeg_bytes``, split by
+    ``jpeg_sizes``): one shared-memory block per batch instead of one per image, and tensors from
+    ``read_file`` can't be shared between processes at all. Images nvJPEG can't take (size 0)
+    come decoded by the worker, in batch order, in ``decoded``.
+    """
+
+    jpeg_bytes: torch.Tensor
+    jpeg_sizes: list[int]
+    decoded: list[torch.Tensor]
     labels: torch.Tensor
     paths: list[str]
     train: bool
 
+    def pin_memory(self) -> EncodedBatch:
+        """Called by the DataLoader's pin_memory thread (it leaves unknown classes unpinned)."""
+        self.jpeg_bytes = self.jpeg_bytes.pin_memory()
+        self.decoded = [image.pin_memory() for image in self.decoded]
+        self.labels = self.labels.pin_memory()
+        return self
+
 
 class EncodedImages(Dataset):
-    """decode=gpu: (bytes or decoded image, is_encoded, label, path)."""
+    """decode=gpu: (JPEG bytes, or the image decoded when nvJPEG can't take it; label; path)."""
 
     def __init__(self, samples: Sequence[tuple[str, int]], train: bool) -> None:
         self.samples = samples
@@ -212,28 +232,37 @@ class EncodedImages(Dataset):
 
     def collate(self, items: list[tuple[torch.Tensor, bool, int, str]]) -> EncodedBatch:
         data, encoded, labels, paths = zip(*items, strict=True)
+        jpegs = [d for d, e in zip(data, encoded, strict=True) if e]
         return EncodedBatch(
-            list(data), list(encoded), torch.tensor(labels), list(paths), self.train
+            jpeg_bytes=torch.cat(jpegs) if jpegs else torch.empty(0, dtype=torch.uint8),
+            jpeg_sizes=[len(d) if e else 0 for d, e in zip(data, encoded, strict=True)],
+            decoded=[d for d, e in zip(data, encoded, strict=True) if not e],
+            labels=torch.tensor(labels),
+            paths=list(paths),
+            train=self.train,
         )
 
 
 def decode_batch(batch: EncodedBatch, device: torch.device) -> list[torch.Tensor]:
-    """Decode the encoded images of a batch in one batched call on ``device``.
+    """The batch's images as uint8 (3, H, W) on ``device``, the JPEGs in one batched call.
 
     If the batched call fails, each image is retried alone (then on the CPU), so that a bad file
     is reported by its path.
     """
-    images = [
-        d.to(device, non_blocking=True) if not e else d
-        for d, e in zip(batch.data, batch.encoded, strict=True)
-    ]
-    todo = [i for i, is_encoded in enumerate(batch.encoded) if is_encoded]
+    todo = [i for i, size in enumerate(batch.jpeg_sizes) if size]
+    jpegs = torch.split(batch.jpeg_bytes, [batch.jpeg_sizes[i] for i in todo])
+    images: list[torch.Tensor] = [torch.empty(0)] * len(batch.jpeg_sizes)
+    done = iter(batch.decoded)
+    for i, size in enumerate(batch.jpeg_sizes):
+        if not size:
+            images[i] = next(done).to(device, non_blocking=True)
     if not todo:
         return images
     try:
-        decoded = decode_jpeg([batch.data[i] for i in todo], mode=ImageReadMode.RGB, device=device)
+        with _codec():
+            decoded = decode_jpeg(list(jpegs), mode=ImageReadMode.RGB, device=device)
     except RuntimeError:
-        decoded = [_decode_one(batch.data[i], batch.paths[i], device) for i in todo]
+        decoded = [_decode_one(d, batch.paths[i], device) for d, i in zip(jpegs, todo, strict=True)]
     for i, image in zip(todo, decoded, strict=True):
         images[i] = image.expand(3, -1, -1) if image.shape[0] == 1 else image
     return images
@@ -241,7 +270,8 @@ def decode_batch(batch: EncodedBatch, device: torch.device) -> list[torch.Tensor
 
 def _decode_one(data: torch.Tensor, path: str, device: torch.device) -> torch.Tensor:
     try:
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        with _codec():
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
     except RuntimeError:
         return decode_file(path, data).to(device)
 
@@ -454,6 +484,15 @@ class ImageNetDataModule(pl.LightningDataModule):
         }
         if self.hparams.skip_corrupt:
             self._skip_unreadable()
+        if (
+            self.hparams.decode == "gpu"
+            and self.trainer is not None
+            and self.trainer.strategy.root_device.type != "cuda"
+        ):
+            log.warning(
+                "data.decode=gpu without a GPU decodes each batch in the main process, far "
+                "slower than data.decode=cpu (which decodes in the workers)"
+            )
         sizes = " / ".join(f"{s} {len(v):,}" for s, v in self.splits.items())
         log.info("ImageNet %s: %d classes, %s images", self.root, k, sizes)
 
