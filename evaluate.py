@@ -17,7 +17,7 @@ def main(cfg: DictConfig) -> float | None:
     with exit_on_user_error():
         report = evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
     # Returned for Hydra sweepers that optimise a metric.
-    return report.get("acc")
+    return report.get("acc", report.get("miou"))
 
 
 if __name__ == "__main__":

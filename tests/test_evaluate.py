@@ -427,15 +427,18 @@ def test_segmentation_metrics_match_the_training_runs(
     report = run_evaluate(ckpt=best, output_dir=tmp_path / "eval")
     assert report["task"] == "segmentation" and report["samples"] == 8
     for key in ("miou", "pixel_acc", "dice"):
-        assert report[key] == pytest.approx(metrics[f"test/{key}"], abs=1e-3), (key, report["per_class"], report[key], metrics[f"test/{key}"])
+        assert report[key] == pytest.approx(metrics[f"test/{key}"], abs=1e-3), key
     assert list(report["per_class"]) == ["background", *map(str, range(10))]
     matrix = torch.tensor(report["confusion_matrix"])
     assert matrix.sum() == 8 * 32 * 32
     assert matrix.trace() / matrix.sum() == pytest.approx(report["pixel_acc"])
     for i, row in enumerate(report["per_class"].values()):
         union = matrix[i].sum() + matrix[:, i].sum() - matrix[i, i]
-        if row["iou"] is not None:
+        if union == 0:  # neither in the truth nor predicted: no IoU, no Dice
+            assert row["iou"] is None and row["dice"] is None
+        else:
             assert row["iou"] == pytest.approx(float(matrix[i, i] / union))
+            assert row["dice"] == pytest.approx(float(2 * matrix[i, i] / (union + matrix[i, i])))
     assert {"confusion_matrix.png", "worst_segmented.png"} <= {
         p.name for p in (tmp_path / "eval").iterdir()
     }

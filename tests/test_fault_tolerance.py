@@ -24,11 +24,14 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
 from tests.conftest import REPO_ROOT, compose_config, run_script
 from zoo.checkpoint_io import TEMP_GLOB, AtomicCheckpointIO
 from zoo.cli import exit_on_user_error
+from zoo.data.mnist import MNISTDataModule
 from zoo.data.sampling import ResumableBatchSampler
 from zoo.fault_tolerance import PREEMPTED_EXIT_CODE, NonFiniteError, rng_states, set_rng_states
 from zoo.training import train
@@ -62,22 +65,24 @@ def base_overrides(data_dir: Path) -> list[str]:
 
 
 def start_training(
-    run_dir: Path, *overrides: str, env: dict[str, str] | None = None
+    run_dir: Path, *overrides: str, env: dict[str, str] | None = None, pin_run_dir: bool = True
 ) -> subprocess.Popen[str]:
-    """train.py in the background, writing into run_dir, its output in run_dir/../<name>.log."""
+    """train.py in the background, writing into run_dir (unless the config picks it: pin_run_dir
+    false), its output in run_dir/../<name>.log."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    output = (run_dir.parent / f"{run_dir.name}.log").open("w")
     # One thread, as in this process (one_thread): the same sums in the same order.
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "train.py"), *overrides, f"hydra.run.dir={run_dir}"],
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=full_env,
-        cwd=REPO_ROOT,
-    )
+    pinned = [f"hydra.run.dir={run_dir}"] if pin_run_dir else []
+    with (run_dir.parent / f"{run_dir.name}.log").open("w") as output:
+        return subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / "train.py"), *overrides, *pinned],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=full_env,
+            cwd=REPO_ROOT,
+        )
 
 
 def output_of(run_dir: Path) -> str:
@@ -252,7 +257,8 @@ def test_non_finite_weights_are_never_saved_as_best(train_cfg, tmp_path: Path) -
         "trainer.max_epochs=1",
         "+callbacks.poison._target_=tests.fault_tolerance_helpers.PoisonWeightsBeforeValidation",
     )
-    with pytest.raises(NonFiniteError, match="NaN or infinite at step 5: refusing to save"):
+    steps = -(-(640 - 100) // 128)  # one epoch of the synthetic digits at the default batch
+    with pytest.raises(NonFiniteError, match=f"NaN or infinite at step {steps}: refusing to save"):
         train(cfg, tmp_path)
     assert not list((tmp_path / "checkpoints").glob("*.ckpt"))
 
@@ -283,9 +289,6 @@ def test_a_failing_sweep_job_stops_only_itself_and_the_summary_names_it(
 def test_cluster_slurm_requeues_through_lightning_and_keeps_one_run_dir_per_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hydra.utils import instantiate
-    from lightning_fabric.plugins.environments import SLURMEnvironment
-
     slurm = {"JOB_ID": "4242", "NTASKS": "1", "JOB_NAME": "zoo", "PROCID": "0", "LOCALID": "0"}
     for key, value in slurm.items():
         monkeypatch.setenv(f"SLURM_{key}", value)
@@ -298,8 +301,6 @@ def test_cluster_slurm_requeues_through_lightning_and_keeps_one_run_dir_per_job(
 
 
 def test_the_default_trainer_writes_checkpoints_atomically(tmp_path: Path) -> None:
-    from hydra.utils import instantiate
-
     cfg = compose_config(["trainer.accelerator=cpu"], tmp_path)
     trainer = instantiate(cfg.trainer, logger=False)
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
@@ -318,22 +319,21 @@ def test_rng_states_survive_a_weights_only_checkpoint(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_a_resumed_sampler_yields_exactly_the_batches_not_yet_seen(replicas: int) -> None:
-    dataset = range(50)
-
-    def epoch(rank: int, skip: int = 0, seed: int = 7) -> list[list[int]]:
-        sampler = ResumableBatchSampler(dataset, 4, seed=0, num_replicas=replicas, rank=rank)
-        if skip:
-            sampler.resume_at(epoch=3, batches_seen=skip, seed=seed)
+    def batches(rank: int, **resume: int) -> list[list[int]]:
+        sampler = ResumableBatchSampler(range(50), 4, seed=0, num_replicas=replicas, rank=rank)
+        if resume:
+            sampler.resume_at(epoch=3, **resume)
         sampler.set_epoch(3)
+        assert len(list(sampler)) + resume.get("batches_seen", 0) == len(sampler)
         return list(sampler)
 
     for rank in range(replicas):
-        full = epoch(rank, seed=0)
-        assert len(full) == len(ResumableBatchSampler(dataset, 4, num_replicas=replicas))
-        assert epoch(rank, skip=2, seed=0) == full[2:]
-    shares = [i for rank in range(replicas) for batch in epoch(rank, seed=0) for i in batch]
-    assert set(shares) == set(dataset)  # the ranks share every index out between them
-    assert epoch(0, skip=1, seed=7) != epoch(0, seed=0)[1:]  # the seed comes with the position
+        assert batches(rank, batches_seen=2, seed=0) == batches(rank)[2:]
+    # The ranks share the indices out between them; the seed comes with the position.
+    assert {i for rank in range(replicas) for batch in batches(rank) for i in batch} == set(
+        range(50)
+    )
+    assert batches(0, batches_seen=1, seed=7) != batches(0)[1:]
 
 
 def test_a_resumed_sampler_starts_afresh_in_the_next_epoch() -> None:
@@ -345,30 +345,83 @@ def test_a_resumed_sampler_starts_afresh_in_the_next_epoch() -> None:
 
 
 @pytest.mark.slow
+def test_sigterm_to_every_ddp_rank_saves_once_and_all_exit_143(
+    synthetic_mnist: Path, tmp_path: Path
+) -> None:
+    """As SLURM does it: every rank gets the SIGTERM (Lightning's handler deadlocks here)."""
+    run_dir = tmp_path / "ddp"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ddp = ("trainer=ddp", "trainer.devices=2", "trainer.strategy.timeout.seconds=60")
+    process = start_training(run_dir, *base_overrides(synthetic_mnist), *RUN, *ddp)
+    wait_for(last.exists, process, run_dir)
+    ranks = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True)
+    for pid in map(int, ranks.stdout.split()):
+        os.kill(pid, signal.SIGTERM)
+    assert process.wait(TIMEOUT) == PREEMPTED_EXIT_CODE, output_of(run_dir)
+    deadline = time.monotonic() + 30
+    while subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "a rank is left behind"
+        time.sleep(0.1)
+    assert f"SIGTERM: saved {last} at step {load(last)['global_step']} " in output_of(run_dir)
+
+
+@pytest.mark.slow
+def test_under_slurm_sigusr1_saves_and_requeues_then_sigterm_exits_143(
+    synthetic_mnist: Path, tmp_path: Path
+) -> None:
+    """cluster=slurm in a fake SLURM job, whose scontrol only records how it was called."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol.calls"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = {"JOB_ID": "4242", "NTASKS": "1", "JOB_NAME": "zoo", "PROCID": "0", "LOCALID": "0"}
+    env = {f"SLURM_{key}": value for key, value in slurm.items()}
+    env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
+    run_dir = tmp_path / "train" / "runs" / "slurm-4242"  # cluster=slurm's run directory
+    overrides = (*base_overrides(synthetic_mnist), *RUN, f"paths.log_dir={tmp_path}")
+    process = start_training(run_dir, *overrides, "cluster=slurm", env=env, pin_run_dir=False)
+    wait_for((run_dir / "checkpoints" / "last.ckpt").exists, process, run_dir)
+    process.send_signal(signal.SIGUSR1)
+    wait_for(calls.exists, process, run_dir)
+    assert calls.read_text().split() == ["requeue", "4242"]
+    assert load(run_dir / "hpc_ckpt_1.ckpt")["global_step"] > 0
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(TIMEOUT) == PREEMPTED_EXIT_CODE, output_of(run_dir)
+
+
+@pytest.mark.slow
 def test_exact_resume_on_real_mnist_after_sigkill(tmp_path: Path) -> None:
-    """The default LeNet-5 run on real MNIST, killed mid-epoch and resumed: same weights."""
+    """The default recipe on the real MNIST for an epoch, killed after step 100 and resumed,
+    ends with the weights of the same epoch straight through."""
     common = ("trainer.max_epochs=1", "test=false", "logger=none", "callbacks.progress_bar=null",
               "callbacks.step_checkpoint.every_n_train_steps=100")  # fmt: skip
+    one_thread = {"OMP_NUM_THREADS": "1"}  # as start_training's
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert run_script("train.py", *common, f"hydra.run.dir={straight}", timeout=900).returncode == 0
+    result = run_script(
+        "train.py", *common, f"hydra.run.dir={straight}", env=one_thread, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
     process = start_training(killed, *common)
     wait_for((killed / "checkpoints" / "last.ckpt").exists, process, killed)
     process.send_signal(signal.SIGKILL)
     process.wait(TIMEOUT)
     assert load(killed / "checkpoints" / "last.ckpt")["global_step"] == 100
     resumed = run_script(
-        "train.py", *common, "ckpt_path=last", f"hydra.run.dir={killed}", timeout=900
+        "train.py",
+        *common,
+        "ckpt_path=last",
+        f"hydra.run.dir={killed}",
+        env=one_thread,
+        timeout=900,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = load(killed / "checkpoints" / "last.ckpt"), load(straight / "checkpoints" / "last.ckpt")
-    assert a["global_step"] == b["global_step"] == 430
+    assert a["global_step"] == b["global_step"] == 430  # 55,000 images in batches of 128
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
 
 
 def test_the_shuffle_follows_the_run_seed(synthetic_mnist: Path) -> None:
-    from zoo.data.mnist import MNISTDataModule
-
     pl.seed_everything(123)
     datamodule = MNISTDataModule(str(synthetic_mnist), verify=False, val_size=100)
     datamodule.setup("fit")

@@ -30,7 +30,7 @@ from rich.table import Table
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import MeanMetric, Metric, MetricCollection
-from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from zoo import data
 from zoo.attacks import FGSMEvaluator, accuracy_figure, pixel_normalization
@@ -40,7 +40,7 @@ from zoo.export import export_onnx
 from zoo.plots import labelled_grid, segmentation_overlays
 from zoo.predict import find_images, load_images, top_k
 from zoo.tasks.classification import accuracy_metrics
-from zoo.tasks.segmentation import dice_per_class, segmentation_metrics
+from zoo.tasks.segmentation import segmentation_metrics
 from zoo.training import instantiate_group
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ class ClassificationEvaluator(Evaluator):
 
 class SegmentationEvaluator(Evaluator):
     """A segmentation network's metrics on one split: mean IoU and pixel accuracy (as training
-    logs them), per-class IoU and Dice over the whole split, the pixel confusion matrix, pixel
+    logs them), per-class IoU and Dice and their means from the pixel confusion matrix, pixel
     cross-entropy, images/s, and the images with the highest loss."""
 
     shown_images = 6  # one figure row each
@@ -191,8 +191,6 @@ class SegmentationEvaluator(Evaluator):
         super().__init__(model, worst_images)
         num_classes = model.num_classes
         self.metrics = segmentation_metrics(num_classes)
-        self.iou = MulticlassJaccardIndex(num_classes, average="none")
-        self.dice = dice_per_class(num_classes)
         self.confusion = MulticlassConfusionMatrix(num_classes)
         self.loss = MeanMetric()
 
@@ -202,32 +200,34 @@ class SegmentationEvaluator(Evaluator):
         pixel_losses = F.cross_entropy(logits, masks, reduction="none")
         preds = logits.argmax(dim=1)
         self.loss.update(pixel_losses)
-        for metric in (self.metrics, self.iou, self.dice, self.confusion):
-            metric.update(preds, masks)
+        self.metrics.update(preds, masks)
+        self.confusion.update(preds, masks)
         self.samples += len(masks)
         self.keep_worst(pixel_losses.mean(dim=(1, 2)), images=images, masks=masks, preds=preds)
 
     def report(self, class_names: Sequence[str]) -> dict[str, Any]:
-        iou = self.iou.compute().reshape(-1).cpu()
-        dice = self.dice.compute().reshape(-1).cpu()
-        matrix = self.confusion.compute().cpu()
+        matrix = self.confusion.compute().cpu().double()
+        hits, truth, predicted = matrix.diag(), matrix.sum(dim=1), matrix.sum(dim=0)
+        # Over the whole split (not image by image); a class absent from both the truth and the
+        # predictions has neither (nan), and is left out of the means, as torchmetrics does.
+        iou = hits / (truth + predicted - hits)
+        dice = 2 * hits / (truth + predicted)
 
         def number(value: torch.Tensor) -> float | None:
             return None if torch.isnan(value) else float(value)
 
         per_class = {
-            name: {"iou": number(iou[i]), "dice": number(dice[i]), "pixels": int(matrix[i].sum())}
+            name: {"iou": number(iou[i]), "dice": number(dice[i]), "pixels": int(truth[i])}
             for i, name in enumerate(class_names)
         }
         return {
             "samples": self.samples,
             "loss": float(self.loss.compute()),
             **{key: float(value) for key, value in self.metrics.compute().items()},
-            # Classes absent from both truth and prediction have no Dice: left out of the mean.
             "dice": float(dice.nanmean()),
             "images_per_sec": self.images_per_sec(),
             "per_class": per_class,
-            "confusion_matrix": matrix.tolist(),
+            "confusion_matrix": matrix.long().tolist(),
         }
 
     def figures(self, class_names: Sequence[str]) -> dict[str, Figure]:
@@ -256,9 +256,10 @@ def confusion_figure(
     matrix = confusion.compute().cpu()
     if normalize:
         matrix = matrix.float() / matrix.sum(dim=1, keepdim=True).clamp_min(1)
-    figure, ax = confusion.plot(
-        val=matrix, add_text=len(class_names) <= 20, labels=list(class_names)
-    )
+    # torchmetrics writes each cell's value at a fixed 15 pt: size the cells to fit it.
+    side = max(5.0, 0.75 * len(class_names) + 1.5)
+    figure, ax = plt.subplots(figsize=(side, side), constrained_layout=True)
+    confusion.plot(val=matrix, ax=ax, add_text=len(class_names) <= 20, labels=list(class_names))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     return figure
