@@ -260,6 +260,17 @@ def test_both_paths_give_the_same_evaluation_batches(clean_tree: Path) -> None:
     assert torch.equal(gpu_labels, cpu_labels)
 
 
+def test_image_files_of_any_size_are_preprocessed_like_evaluation_batches() -> None:
+    dm = ImageNetDataModule(root="unused", image_size=64)
+    images = [
+        torch.randint(0, 256, (3, h, w), dtype=torch.uint8) for h, w in ((50, 90), (300, 200))
+    ]
+    batch = dm.preprocess_images(images)
+    assert batch.shape == (2, 3, 64, 64) and batch.dtype == torch.float32
+    expected = dm.normalize(dm.eval_transform(images[1]).unsqueeze(0))
+    assert torch.equal(batch[1:], expected)
+
+
 @pytest.mark.parametrize(("image_size", "resize"), [(224, 256), (227, 259), (32, 37), (64, 73)])
 def test_evaluation_resize_keeps_torchvisions_ratio(image_size: int, resize: int) -> None:
     assert eval_resize(image_size) == resize

@@ -580,6 +580,10 @@ class ImageNetDataModule(pl.LightningDataModule):
         images, labels = batch
         return self.normalize(images), labels.long()
 
+    def preprocess_images(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """uint8 RGB images (3, H, W) of any size, e.g. from files -> the evaluation batch."""
+        return self.normalize(torch.stack([self.eval_transform(image) for image in images]))
+
 
 class ImageNetSyntheticDataModule(pl.LightningDataModule):
     """SYNTHETIC: random images and labels with ImageNet's shapes, for throughput only.

@@ -126,9 +126,11 @@ class ClassificationModule(pl.LightningModule):
             return
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
-                titles, colors = prediction_titles(
-                    preds[:count], targets[:count], self.hparams.class_names
+                # ImageNet subsets know their names only once the datamodule is set up.
+                names = self.hparams.class_names or getattr(
+                    self.trainer.datamodule, "class_names", None
                 )
+                titles, colors = prediction_titles(preds[:count], targets[:count], names)
                 figure = labelled_grid(images[:count], titles, colors)
                 logger.experiment.add_figure("val/predictions", figure, self.global_step)
                 plt.close(figure)
