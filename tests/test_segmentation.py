@@ -202,6 +202,15 @@ def test_impossible_folder_settings_fail_before_reading_anything(
 # --- the task -------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def one_thread():
+    """Toy U-Nets run faster on one thread than on two waiting at OpenMP barriers."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_soft_dice_loss_is_zero_when_right_and_near_one_when_wrong() -> None:
     masks = torch.randint(0, 3, (2, 8, 8))
     right = torch.nn.functional.one_hot(masks, 3).permute(0, 3, 1, 2).float() * 50
@@ -224,6 +233,7 @@ def unet_mnist(train_cfg, *overrides: str):
     )
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_unet_trains_through_its_experiment_config(train_cfg, tmp_path: Path) -> None:
     cfg = unet_mnist(train_cfg, "trainer.max_epochs=2")
     assert cfg.model.name == "unet" and cfg.data.name == "mnist_segmentation"
@@ -282,9 +292,11 @@ def folder_cfg(tmp_path: Path):
     GlobalHydra.instance().clear()
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_on_an_easy_folder_the_metrics_rise(tmp_path: Path, folder_cfg) -> None:
     """Bright squares (class 1) and dim squares (class 2) on a dark ground: brightness alone
-    tells the class, so a few epochs of a tiny U-Net must learn it."""
+    tells the class, so a few epochs of a small U-Net learn it. (Base width 4 is too narrow:
+    it stays stuck predicting background.)"""
     generator = torch.Generator().manual_seed(0)
     root = tmp_path / "data"
     for i in range(50):
@@ -306,9 +318,9 @@ def test_on_an_easy_folder_the_metrics_rise(tmp_path: Path, folder_cfg) -> None:
         "data.channels=1",
         "data.image_size=32",
         "data.batch_size=4",
-        "model.base_width=4",
+        "model.base_width=8",
         "optimizer.lr=0.01",
-        "trainer.max_epochs=5",
+        "trainer.max_epochs=4",
         "scheduler=none",
     )
     metrics = train(cfg, run_dir)
@@ -316,9 +328,9 @@ def test_on_an_easy_folder_the_metrics_rise(tmp_path: Path, folder_cfg) -> None:
     events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
     miou = [event.value for event in events.Scalars("val/miou")]
     loss = [event.value for event in events.Scalars("val/loss")]
-    assert len(miou) == 5
+    assert len(miou) == 4
     assert miou[-1] > miou[0] + 0.2 and loss[-1] < loss[0], (miou, loss)
-    assert metrics["test/miou"] > 0.6, metrics
+    assert metrics["test/miou"] > 0.8, metrics
 
 
 def test_bad_folder_data_is_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:

@@ -57,6 +57,11 @@ def test_every_optimizer_and_scheduler_config_trains(
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
 
 
+def test_debug_overfit_memorises_a_few_fixed_batches(train_cfg, tmp_path: Path) -> None:
+    metrics = train(train_cfg("debug=overfit", "trainer.max_epochs=40", "logger=none"), tmp_path)
+    assert metrics["train/acc"] == 1.0
+
+
 def test_fit_then_test_logs_scalars_images_and_keeps_best_and_last(
     train_cfg, tmp_path: Path
 ) -> None:

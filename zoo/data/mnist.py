@@ -46,6 +46,19 @@ def batch_transform(image_size: int, resize: str, mean: float, std: float) -> v2
     return v2.Compose(steps)
 
 
+class IndexedTensors(TensorDataset):
+    """A TensorDataset that hands over a whole batch of indices with one tensor index."""
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices, device=self.tensors[0].device)
+        return tuple(tensor[index] for tensor in self.tensors)
+
+
+def as_is(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The collate of batches that IndexedTensors already made."""
+    return batch
+
+
 class MNISTDataModule(pl.LightningDataModule):
     """The real MNIST: a seeded 55,000 / 5,000 train/val split and the official 10,000 test set."""
 
@@ -101,9 +114,9 @@ class MNISTDataModule(pl.LightningDataModule):
         order = torch.randperm(len(labels), generator=generator).to(device)
         val_idx, train_idx = order[: self.hparams.val_size], order[self.hparams.val_size :]
         return {
-            "train": TensorDataset(images[train_idx], labels[train_idx]),
-            "val": TensorDataset(images[val_idx], labels[val_idx]),
-            "test": TensorDataset(test.data.to(device), test.targets.to(device)),
+            "train": IndexedTensors(images[train_idx], labels[train_idx]),
+            "val": IndexedTensors(images[val_idx], labels[val_idx]),
+            "test": IndexedTensors(test.data.to(device), test.targets.to(device)),
         }
 
     def _shuffled_batches(self) -> ResumableBatchSampler:
@@ -147,28 +160,36 @@ class MNISTDataModule(pl.LightningDataModule):
             generator=torch.Generator(),
         )
 
-    def _in_order(self, split: str) -> DataLoader:
-        batch_size = self.hparams.eval_batch_size or self.hparams.batch_size
-        order = SequentialSampler(self.splits[split])
-        return self._loader(split, BatchSampler(order, batch_size, drop_last=False))
+    def _in_order(self, split: str, batch_size: int) -> DataLoader:
+        # A batch_sampler over a SequentialSampler, which Lightning leaves in place (it swaps
+        # any other sampler for a per-sample one when overfitting), and each batch still one
+        # tensor index, through IndexedTensors.__getitems__.
+        dataset = self.splits[split]
+        batches = BatchSampler(SequentialSampler(dataset), batch_size, drop_last=False)
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=as_is)
 
     def train_dataloader(self) -> DataLoader:
+        if self.trainer is not None and self.trainer.overfit_batches > 0:
+            return self._in_order("train", self.hparams.batch_size)
         if self.train_sampler is None:
             self.train_sampler = self._shuffled_batches()
         return self._loader("train", self.train_sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._in_order("val")
+        return self._in_order("val", self.hparams.eval_batch_size or self.hparams.batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._in_order("test")
+        return self._in_order("test", self.hparams.eval_batch_size or self.hparams.batch_size)
 
     def on_after_batch_transfer(
         self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch
         images = self.transform(images.unsqueeze(1))
-        if self.distort is not None and self.trainer is not None and self.trainer.training:
+        # Distort training batches only, and not while overfitting (debug=overfit) a fixed few.
+        trainer = self.trainer
+        training = trainer is not None and trainer.training and not trainer.overfit_batches
+        if self.distort is not None and training:
             images = self.distort(images)
         return images, labels.long()
 
