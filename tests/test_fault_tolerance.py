@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
-from tests.conftest import REPO_ROOT, compose_config, run_script
+from tests.conftest import REPO_ROOT, compose_config, run_script, synthetic_train_overrides
 from zoo.checkpoint_io import TEMP_GLOB, AtomicCheckpointIO
 from zoo.cli import exit_on_user_error
 from zoo.data.mnist import MNISTDataModule
@@ -52,16 +52,7 @@ TIMEOUT = 120
 
 def base_overrides(data_dir: Path) -> list[str]:
     """conftest's train_cfg overrides, for a subprocess."""
-    return [
-        f"data.data_dir={data_dir}",
-        "data.verify=false",
-        "data.val_size=100",
-        "data.num_workers=0",
-        "callbacks.progress_bar=null",
-        "trainer.accelerator=cpu",
-        "trainer.log_every_n_steps=1",
-        "trainer.enable_model_summary=false",
-    ]
+    return synthetic_train_overrides(data_dir)
 
 
 def start_training(
