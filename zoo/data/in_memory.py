@@ -1,0 +1,117 @@
+"""Datasets that fit in memory as tensors: the batching that MNIST and the segmentation
+datamodules share.
+
+Decoding one PIL image per sample in worker processes costs far more than a small network. Each
+split stays as one tensor per field (on the GPU when training there), a batch is one
+fancy-index, and the datamodules transform whole batches on the device in
+``on_after_batch_transfer``. The training order is a ResumableBatchSampler, so that a run
+resumed mid-epoch sees exactly the batches it had not (zoo.fault_tolerance).
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler, TensorDataset
+
+from zoo.data.sampling import ResumableBatchSampler
+
+Split = tuple[torch.Tensor, ...]
+
+
+class IndexedTensors(TensorDataset):
+    """A TensorDataset that hands over a whole batch of indices with one tensor index."""
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices, device=self.tensors[0].device)
+        return tuple(tensor[index] for tensor in self.tensors)
+
+
+def as_is(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The collate of batches that IndexedTensors already made."""
+    return batch
+
+
+class InMemoryDataModule(pl.LightningDataModule):
+    """Base class: subclasses implement ``load_splits`` and store (``save_hyperparameters``)
+    ``batch_size``, ``eval_batch_size``, ``num_workers`` and ``device_resident``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.splits: dict[str, IndexedTensors] = {}
+        # Made in setup("fit"), before a checkpoint's position in the shuffle is restored into it.
+        self.train_sampler: ResumableBatchSampler | None = None
+
+    def load_splits(self) -> dict[str, Split]:
+        """``{"train": (inputs, targets), "val": ..., "test": ...}``, on the CPU."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            device = self.resident_device()
+            self.splits = {
+                name: IndexedTensors(*(tensor.to(device) for tensor in tensors))
+                for name, tensors in self.load_splits().items()
+            }
+        if stage == "fit" and self.train_sampler is None:
+            self.train_sampler = self._shuffled_batches()
+
+    def resident_device(self) -> torch.device:
+        """The training GPU when there is one and ``device_resident`` is on, else the CPU."""
+        trainer = self.trainer
+        if self.hparams.device_resident and trainer is not None:
+            device = trainer.strategy.root_device
+            if device.type == "cuda":
+                return device
+        return torch.device("cpu")
+
+    def _shuffled_batches(self) -> ResumableBatchSampler:
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        # The run's seed (seed_everything sets torch's), else a random one; rank 0's, so that all
+        # ranks shuffle alike. Checkpoints keep it with the position (zoo.fault_tolerance).
+        seed = torch.initial_seed() % 2**63
+        if trainer is not None:
+            seed = trainer.strategy.broadcast(seed)
+        return ResumableBatchSampler(
+            self.splits["train"], self.hparams.batch_size, seed=seed,
+            num_replicas=replicas, rank=rank,
+        )  # fmt: skip
+
+    def _shuffled(self, batches: Sampler) -> DataLoader:
+        dataset = self.splits["train"]
+        on_gpu = dataset.tensors[0].is_cuda
+        workers = 0 if on_gpu else self.hparams.num_workers
+        # A sampler of index batches and batch_size=None: one tensor index per batch, instead
+        # of one __getitem__ per sample plus a collate. The loader's own generator keeps iter()
+        # off the global RNG, whose state a resumed run restores exactly as it was saved.
+        return DataLoader(
+            dataset,
+            sampler=batches,
+            batch_size=None,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=not on_gpu and torch.cuda.is_available(),
+            generator=torch.Generator(),
+        )
+
+    def _in_order(self, split: str, batch_size: int) -> DataLoader:
+        # A batch_sampler over a SequentialSampler, which Lightning leaves in place (it swaps
+        # any other sampler for a per-sample one when overfitting), and each batch still one
+        # tensor index, through IndexedTensors.__getitems__.
+        dataset = self.splits[split]
+        batches = BatchSampler(SequentialSampler(dataset), batch_size, drop_last=False)
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=as_is)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.trainer is not None and self.trainer.overfit_batches > 0:
+            return self._in_order("train", self.hparams.batch_size)
+        if self.train_sampler is None:
+            self.train_sampler = self._shuffled_batches()
+        return self._shuffled(self.train_sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._in_order("val", self.hparams.eval_batch_size or self.hparams.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._in_order("test", self.hparams.eval_batch_size or self.hparams.batch_size)
