@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import run_script
-from zoo import bench
+from zoo import bench, models
+from zoo.summary import summarize
+from zoo.tasks.base import count_flops
+from zoo.training import train
 
 
 def test_two_process_ddp_ends_with_identical_weights_and_one_checkpoint(
@@ -83,3 +87,28 @@ def test_bench_rejects_unknown_models(capsys: pytest.CaptureFixture[str]) -> Non
         bench.main(["--models", "lenet,nope"])
     assert exit_info.value.code != 0
     assert "unknown model(s) ['nope']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", models.available())
+def test_counted_flops_are_twice_the_macs_forward_and_about_three_times_that_in_training(
+    name: str,
+) -> None:
+    # GoogLeNet's auxiliary heads run only in training, where they would dominate at this size.
+    spec = {"name": name, **({"aux_logits": False} if name == "googlenet" else {})}
+    model = models.build(**spec)
+    side = model.min_input_size
+    shape = torch.Size((2, model.in_channels, side, side))
+    macs = 2 * summarize(model, shape[1:]).total_macs  # summarize counts one image
+    forward = count_flops(spec, shape, training=False)
+    # torchinfo's MACs also count the bias additions and batch norms the FLOP counter leaves out.
+    assert 0.97 * 2 * macs < forward <= 2 * macs
+    # The backward pass costs about twice the forward one (less where no input gradient is due).
+    assert 2.5 * forward < count_flops(spec, shape, training=True) <= 3 * forward
+
+
+def test_training_logs_flops_per_second_for_mfu(train_cfg, tmp_path: Path) -> None:
+    cfg = train_cfg("trainer.max_epochs=1", "callbacks.throughput.window_size=2")
+    train(cfg, tmp_path)
+    scalars = set(EventAccumulator(str(tmp_path / "tensorboard")).Reload().Tags()["scalars"])
+    # MFU (train/device/mfu) needs the device's peak, which Lightning knows for GPUs only.
+    assert "train/device/flops_per_sec" in scalars, sorted(scalars)

@@ -4,7 +4,7 @@
     python -m zoo.bench --models resnet18 --channels-last --compile --json bench.json
 
 For each model it measures training and inference images/s, the training step time, peak
-memory and MFU (FLOPs counted by ``lightning_fabric``'s ``measure_flops`` against the device's
+memory and MFU (FLOPs counted by ``zoo.tasks.base.count_flops`` against the device's
 peak from ``get_available_flops``; no peak is known for CPUs, so no MFU there). The same model,
 optimizer and batch run once in a plain PyTorch loop and once through a Lightning ``Trainer``
 (the zoo's ClassificationModule), and the table gives their ratio.
@@ -25,15 +25,15 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
-from lightning_fabric.utilities.throughput import get_available_flops, measure_flops
+from lightning_fabric.utilities.throughput import get_available_flops
 from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
 
 from zoo import models
 from zoo.optim import build_optimizer
-from zoo.tasks.classification import ClassificationModule
+from zoo.tasks.base import count_flops
+from zoo.tasks.classification import ClassificationModule, classification_loss
 
 PRECISIONS = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
 LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
@@ -118,9 +118,9 @@ def plain_loop(
 
     def train_step() -> None:
         with autocast(device, args.precision):
-            outputs = forward(images)
-            logits = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
-            loss = F.cross_entropy(logits, targets)
+            # The loss ClassificationModule trains with (GoogLeNet's auxiliary heads included),
+            # so that both loops do the same work.
+            loss, _ = classification_loss(forward(images), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -138,12 +138,7 @@ def plain_loop(
     infer_s = timed(infer_step, device, args.warmup, args.steps)
 
     model.train()
-
-    def forward_for_flops() -> torch.Tensor:
-        outputs = model(images)
-        return outputs if isinstance(outputs, torch.Tensor) else outputs[0]
-
-    flops = measure_flops(model, forward_for_flops, loss_fn=torch.Tensor.sum)
+    flops = count_flops(spec, images.shape, training=True)
     return train_s, infer_s, peak, float(flops)
 
 

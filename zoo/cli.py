@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,6 +19,12 @@ from zoo.data.segmentation import SegmentationDataError
 from zoo.fault_tolerance import NonFiniteError
 
 log = logging.getLogger("zoo")
+
+# Lightning 2.6 still calls a torch pytree API that torch 2.10+ deprecates, once per run: noise
+# for our users, nothing they can act on.
+warnings.filterwarnings(
+    "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=Warning
+)
 
 # Errors that mean "the user asked for something impossible", not "zoo has a bug".
 # A diverging loss is the run's settings' doing (learning rate, no clipping), not a bug.

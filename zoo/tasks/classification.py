@@ -6,17 +6,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from zoo import models
-from zoo.config import ConfigError
-from zoo.optim import build_optimizer, build_scheduler
 from zoo.plots import labelled_grid, prediction_titles
+from zoo.tasks.base import ZooTask
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet (Szegedy 2015): auxiliary losses weighted by 0.3
 
@@ -29,7 +26,25 @@ def accuracy_metrics(num_classes: int) -> MetricCollection:
     return MetricCollection(metrics)
 
 
-class ClassificationModule(pl.LightningModule):
+def classification_loss(
+    outputs: Any,
+    targets: torch.Tensor,
+    label_smoothing: float = 0.0,
+    aux_loss_weight: float = AUX_LOSS_WEIGHT,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, main logits); auxiliary heads (GoogLeNet in training) add weighted losses."""
+    if isinstance(outputs, torch.Tensor):
+        return F.cross_entropy(outputs, targets, label_smoothing=label_smoothing), outputs
+    logits, *aux = outputs
+    loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    for aux_logits in aux:
+        if aux_logits is not None:
+            aux_loss = F.cross_entropy(aux_logits, targets, label_smoothing=label_smoothing)
+            loss = loss + aux_loss_weight * aux_loss
+    return loss, logits
+
+
+class ClassificationModule(ZooTask):
     """Cross-entropy (with optional label smoothing) over any registered classifier.
 
     The model is rebuilt from ``model`` = ``{"name": registry name, **plain arguments}``, so a
@@ -37,6 +52,8 @@ class ClassificationModule(pl.LightningModule):
     is the plain data config of the run, kept in the checkpoint so that evaluation can rebuild
     the same dataset and preprocessing.
     """
+
+    task = "classification"
 
     def __init__(
         self,
@@ -53,42 +70,18 @@ class ClassificationModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        spec = dict(model)
-        self.model = models.build(spec.pop("name"), **spec)
-        if self.model.task != "classification":
-            raise ValueError(
-                f"model {model['name']!r} is a {self.model.task} network; "
-                "ClassificationModule needs a classifier"
-            )
+        self.build_network()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         num_classes = self.model.num_classes
         self.train_metrics = accuracy_metrics(num_classes).clone(prefix="train/")
         self.val_metrics = accuracy_metrics(num_classes).clone(prefix="val/")
         self.test_metrics = accuracy_metrics(num_classes).clone(prefix="test/")
-        if channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        # Kept out of the module tree so that state_dict keys never gain "_orig_mod.".
-        self._compiled = [torch.compile(self.model)] if compile else []
-        self._resumed_scheduler_states: list[dict[str, Any]] = []
-
-    def forward(self, images: torch.Tensor) -> Any:
-        if self.hparams.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return (self._compiled[0] if self._compiled else self.model)(images)
 
     def loss(self, outputs: Any, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, main logits); auxiliary heads (GoogLeNet in training) add weighted losses."""
-        smoothing = self.hparams.label_smoothing
-        if isinstance(outputs, torch.Tensor):
-            return F.cross_entropy(outputs, targets, label_smoothing=smoothing), outputs
-        logits, *aux = outputs
-        loss = F.cross_entropy(logits, targets, label_smoothing=smoothing)
-        for aux_logits in aux:
-            if aux_logits is not None:
-                aux_loss = F.cross_entropy(aux_logits, targets, label_smoothing=smoothing)
-                loss = loss + self.hparams.aux_loss_weight * aux_loss
-        return loss, logits
+        return classification_loss(
+            outputs, targets, self.hparams.label_smoothing, self.hparams.aux_loss_weight
+        )
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
@@ -134,27 +127,3 @@ class ClassificationModule(pl.LightningModule):
                 figure = labelled_grid(images[:count], titles, colors)
                 logger.experiment.add_figure("val/predictions", figure, self.global_step)
                 plt.close(figure)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Kept to check, once the new schedule exists, that the resumed one still fits it.
-        self._resumed_scheduler_states = checkpoint.get("lr_schedulers", [])
-
-    def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.parameters(), self.hparams.optimizer)
-        trainer = self.trainer
-        total = int(trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, trainer.max_epochs or 1))
-        scheduler = build_scheduler(optimizer, self.hparams.scheduler, total, per_epoch)
-        length = getattr(scheduler["scheduler"], "total_steps", None) if scheduler else None
-        for state in self._resumed_scheduler_states:
-            planned = state.get("total_steps")
-            if planned is not None and planned != length:
-                # torch would fail mid-run with "Tried to step N times"; say why up front.
-                raise ConfigError(
-                    f"the checkpoint's onecycle schedule was planned for {planned} steps, this "
-                    f"run needs {length}: resume with the same trainer.max_epochs, or use an "
-                    "epoch-based scheduler (scheduler=step) to train longer"
-                )
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}

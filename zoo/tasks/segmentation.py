@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -14,9 +13,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from torchmetrics.segmentation import DiceScore
 
-from zoo import models
 from zoo.plots import segmentation_overlays
-from zoo.tasks.classification import ClassificationModule
+from zoo.tasks.base import ZooTask
 
 LOSSES = ("ce", "dice", "ce+dice")
 
@@ -57,7 +55,7 @@ def dice_per_class(num_classes: int) -> DiceScore:
     return DiceScore(num_classes, average="none", aggregation_level="global", input_format="index")
 
 
-class SegmentationModule(pl.LightningModule):
+class SegmentationModule(ZooTask):
     """Per-pixel cross-entropy, soft Dice, or both, over any registered segmentation network.
 
     Hyper-parameters follow ClassificationModule: ``model`` = ``{"name": registry name, **plain
@@ -69,6 +67,8 @@ class SegmentationModule(pl.LightningModule):
     epoch, TensorBoard gets ``val/overlays``: input | truth | prediction for ``log_images``
     images.
     """
+
+    task = "segmentation"
 
     def __init__(
         self,
@@ -86,13 +86,7 @@ class SegmentationModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        spec = dict(model)
-        self.model = models.build(spec.pop("name"), **spec)
-        if self.model.task != "segmentation":
-            raise ValueError(
-                f"model {model['name']!r} is a {self.model.task} network; "
-                "SegmentationModule needs a segmentation network"
-            )
+        self.build_network()
         if loss not in LOSSES:
             raise ValueError(f"task.loss must be one of {LOSSES}, got {loss!r}")
         if dice_weight < 0:
@@ -111,16 +105,6 @@ class SegmentationModule(pl.LightningModule):
         self.test_metrics = segmentation_metrics(num_classes).clone(prefix="test/")
         self.val_dice = dice_per_class(num_classes)
         self.test_dice = dice_per_class(num_classes)
-        if channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        # Kept out of the module tree so that state_dict keys never gain "_orig_mod.".
-        self._compiled = [torch.compile(self.model)] if compile else []
-        self._resumed_scheduler_states: list[dict[str, Any]] = []
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.hparams.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return (self._compiled[0] if self._compiled else self.model)(images)
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         terms = self.hparams.loss.split("+")
@@ -192,8 +176,3 @@ class SegmentationModule(pl.LightningModule):
                 )
                 logger.experiment.add_figure("val/overlays", figure, self.global_step)
                 plt.close(figure)
-
-    # The same optimizer and schedule wiring as classification, including its check that a
-    # resumed onecycle schedule still fits the run.
-    on_load_checkpoint = ClassificationModule.on_load_checkpoint
-    configure_optimizers = ClassificationModule.configure_optimizers
