@@ -75,3 +75,19 @@ class SigtermDuringValidation(pl.Callback):
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking and trainer.current_epoch == 0:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class Interrupted(Exception):
+    """What StopAfterStep raises: stands for a kill."""
+
+
+class StopAfterStep(pl.Callback):
+    """Stops the run with an exception once training step ``step`` is done, before that step's
+    checkpoints are written (Lightning runs checkpoint callbacks last): an in-process kill."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            raise Interrupted(f"stopped after step {self.step}")

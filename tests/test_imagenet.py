@@ -20,6 +20,7 @@ from PIL import Image
 from torchvision.datasets import imagenet as tv_imagenet
 
 from tests.conftest import compose_config, run_script
+from tests.fault_tolerance_helpers import Interrupted
 from zoo.cli import exit_on_user_error
 from zoo.data.imagenet import (
     ARCHIVES,
@@ -31,6 +32,7 @@ from zoo.data.imagenet import (
     eval_resize,
 )
 from zoo.data.imagenet_bench import photo_like, write_jpeg_tree
+from zoo.data.sampling import ResumableBatchSampler
 from zoo.training import train
 
 CLASSES = 4
@@ -543,3 +545,55 @@ def test_command_line_names_the_unreadable_file_in_one_line(
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith(f"Error: cannot read image {tree['corrupt']}:")
     assert "Traceback" not in result.stderr
+
+
+# --- resuming -------------------------------------------------------------------------------
+
+
+def test_the_training_order_resumes_mid_epoch_and_shards_across_ranks(clean_tree: Path) -> None:
+    def labels(dm: ImageNetDataModule) -> list[list[int]]:
+        return [batch[1].tolist() for batch in batches(dm, "train")]
+
+    dm = datamodule(clean_tree, batch_size=4)
+    dm.setup("fit")
+    straight = labels(dm)
+    assert isinstance(dm.train_dataloader().sampler, ResumableBatchSampler)
+    assert sum(map(len, straight)) == len(dm.splits["train"])
+
+    resumed = datamodule(clean_tree, batch_size=4)
+    resumed.setup("fit")
+    resumed.train_sampler.resume_at(epoch=0, batches_seen=2, seed=dm.train_sampler.seed)
+    assert labels(resumed) == straight[2:]
+
+
+def test_a_run_stopped_mid_epoch_resumes_on_imagenet_exactly(
+    clean_tree: Path, tmp_path: Path
+) -> None:
+    run = [
+        "experiment=resnet18_imagenet",
+        "data.image_size=32",
+        "trainer.max_epochs=2",
+        "callbacks.step_checkpoint.every_n_train_steps=2",
+        "logger=none",
+        "test=false",
+    ]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    train(imagenet_cfg(clean_tree, straight, *run), straight)
+    stop = [
+        "+callbacks.stop._target_=tests.fault_tolerance_helpers.StopAfterStep",
+        "+callbacks.stop.step=5",
+    ]
+    with pytest.raises(Interrupted):
+        train(imagenet_cfg(clean_tree, stopped, *run, *stop), stopped)
+    GlobalHydra.instance().clear()
+    # 26 images, 7 batches an epoch: last.ckpt holds step 4, mid-way through the first epoch.
+    last = stopped / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 4
+    train(imagenet_cfg(clean_tree, stopped, *run, "ckpt_path=last"), stopped)
+
+    a, b = (
+        torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (stopped, straight)
+    )
+    assert a["global_step"] == b["global_step"] == 14
+    for key, value in b["state_dict"].items():
+        assert torch.equal(a["state_dict"][key], value), key

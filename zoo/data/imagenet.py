@@ -38,11 +38,20 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    SequentialSampler,
+    default_collate,
+)
 from torchvision import datasets, models
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms import v2
+
+from zoo.data.sampling import ResumableTrainingOrder, WholeBatches, as_is
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +374,7 @@ def class_names(root: Path, all_wnids: Sequence[str], chosen: Sequence[str]) -> 
     return list(chosen)
 
 
-class ImageNetDataModule(pl.LightningDataModule):
+class ImageNetDataModule(ResumableTrainingOrder, pl.LightningDataModule):
     """ILSVRC-2012 classification: train on train/, validate and test on the official 50,000
     validation images (or validate on ``holdout_per_class`` training images per class)."""
 
@@ -437,8 +446,12 @@ class ImageNetDataModule(pl.LightningDataModule):
             prepare_archives(self.root)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+        if not self.splits:
+            self._list_splits()
+        if stage == "fit":
+            self.training_order()
+
+    def _list_splits(self) -> None:
         if self.resolved_layout() == "archives":
             prepare_archives(self.root)  # cheap when done; covers setup() without prepare_data()
         train_dir, val_dir = self.root / "train", self.root / "val"
@@ -536,20 +549,32 @@ class ImageNetDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         dataset = self._dataset(split)
+        collate = dataset.collate if isinstance(dataset, EncodedImages) else default_collate
+        workers = self.hparams.num_workers
+        options: dict[str, Any] = {
+            "num_workers": workers,
+            "pin_memory": torch.cuda.is_available(),
+            "persistent_workers": workers > 0,
+            "prefetch_factor": self.hparams.prefetch_factor if workers > 0 else None,
+        }
+        overfitting = self.trainer is not None and self.trainer.overfit_batches > 0
+        if split == "train" and not overfitting:
+            order = self.training_order()
+            # The shuffle resumes mid-epoch (zoo.fault_tolerance), and each rank reads its
+            # share. Workers seed their augmentations from the run's seed, not from the global
+            # RNG, whose stream a resumed run restores exactly.
+            return DataLoader(
+                WholeBatches(dataset, collate),
+                sampler=order,
+                batch_size=None,
+                collate_fn=as_is,
+                generator=torch.Generator().manual_seed(order.seed),
+                **options,
+            )
         batch_size = self.hparams.batch_size
         if split != "train":
             batch_size = self.hparams.eval_batch_size or batch_size
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=split == "train",
-            num_workers=workers,
-            collate_fn=dataset.collate if isinstance(dataset, EncodedImages) else None,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=workers > 0,
-            prefetch_factor=self.hparams.prefetch_factor if workers > 0 else None,
-        )
+        return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

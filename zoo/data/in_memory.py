@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler, TensorDataset
 
-from zoo.data.sampling import ResumableBatchSampler
+from zoo.data.sampling import ResumableTrainingOrder, as_is
 
 Split = tuple[torch.Tensor, ...]
 
@@ -27,20 +27,13 @@ class IndexedTensors(TensorDataset):
         return tuple(tensor[index] for tensor in self.tensors)
 
 
-def as_is(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """The collate of batches that IndexedTensors already made."""
-    return batch
-
-
-class InMemoryDataModule(pl.LightningDataModule):
+class InMemoryDataModule(ResumableTrainingOrder, pl.LightningDataModule):
     """Base class: subclasses implement ``load_splits`` and store (``save_hyperparameters``)
     ``batch_size``, ``eval_batch_size``, ``num_workers`` and ``device_resident``."""
 
     def __init__(self) -> None:
         super().__init__()
         self.splits: dict[str, IndexedTensors] = {}
-        # Made in setup("fit"), before a checkpoint's position in the shuffle is restored into it.
-        self.train_sampler: ResumableBatchSampler | None = None
 
     def load_splits(self) -> dict[str, Split]:
         """``{"train": (inputs, targets), "val": ..., "test": ...}``, on the CPU."""
@@ -53,8 +46,8 @@ class InMemoryDataModule(pl.LightningDataModule):
                 name: IndexedTensors(*(tensor.to(device) for tensor in tensors))
                 for name, tensors in self.load_splits().items()
             }
-        if stage == "fit" and self.train_sampler is None:
-            self.train_sampler = self._shuffled_batches()
+        if stage == "fit":
+            self.training_order()
 
     def resident_device(self) -> torch.device:
         """The training GPU when there is one and ``device_resident`` is on, else the CPU."""
@@ -64,19 +57,6 @@ class InMemoryDataModule(pl.LightningDataModule):
             if device.type == "cuda":
                 return device
         return torch.device("cpu")
-
-    def _shuffled_batches(self) -> ResumableBatchSampler:
-        trainer = self.trainer
-        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        # The run's seed (seed_everything sets torch's), else a random one; rank 0's, so that all
-        # ranks shuffle alike. Checkpoints keep it with the position (zoo.fault_tolerance).
-        seed = torch.initial_seed() % 2**63
-        if trainer is not None:
-            seed = trainer.strategy.broadcast(seed)
-        return ResumableBatchSampler(
-            self.splits["train"], self.hparams.batch_size, seed=seed,
-            num_replicas=replicas, rank=rank,
-        )  # fmt: skip
 
     def _shuffled(self, batches: Sampler) -> DataLoader:
         dataset = self.splits["train"]
@@ -106,9 +86,7 @@ class InMemoryDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.trainer is not None and self.trainer.overfit_batches > 0:
             return self._in_order("train", self.hparams.batch_size)
-        if self.train_sampler is None:
-            self.train_sampler = self._shuffled_batches()
-        return self._shuffled(self.train_sampler)
+        return self._shuffled(self.training_order())
 
     def val_dataloader(self) -> DataLoader:
         return self._in_order("val", self.hparams.eval_batch_size or self.hparams.batch_size)

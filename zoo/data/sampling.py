@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator, Sequence, Sized
+from typing import Any
 
-from torch.utils.data import DistributedSampler
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import Dataset, DistributedSampler
 
 
 class ResumableBatchSampler(DistributedSampler):
@@ -52,3 +55,56 @@ class ResumableBatchSampler(DistributedSampler):
         start = self._resume_batches if self.epoch == self._resume_epoch else 0
         for first in range(start * self.batch_size, len(indices), self.batch_size):
             yield indices[first : first + self.batch_size]
+
+
+def shuffled_batches(
+    trainer: pl.Trainer | None, dataset: Sized, batch_size: int
+) -> ResumableBatchSampler:
+    """The training order of a run: this rank's share of a shuffle all ranks draw alike."""
+    replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+    # The run's seed (seed_everything sets torch's), else a random one; rank 0's, so that all
+    # ranks shuffle alike. Checkpoints keep it with the position (zoo.fault_tolerance).
+    seed = torch.initial_seed() % 2**63
+    if trainer is not None:
+        seed = trainer.strategy.broadcast(seed)
+    return ResumableBatchSampler(dataset, batch_size, seed=seed, num_replicas=replicas, rank=rank)
+
+
+class ResumableTrainingOrder:
+    """Mixin for the zoo's LightningDataModules (``splits["train"]``, ``hparams.batch_size``):
+    the run's training order, found by zoo.fault_tolerance as ``train_sampler``."""
+
+    train_sampler: ResumableBatchSampler | None = None
+
+    def training_order(self) -> ResumableBatchSampler:
+        """Made once, in setup("fit"): before a checkpoint's position is restored into it."""
+        if self.train_sampler is None:
+            self.train_sampler = shuffled_batches(
+                self.trainer, self.splits["train"], self.hparams.batch_size
+            )
+        return self.train_sampler
+
+
+def as_is(batch: Any) -> Any:
+    """The collate of batches that the dataset already made (IndexedTensors, WholeBatches)."""
+    return batch
+
+
+class WholeBatches(Dataset):
+    """A dataset whose items are whole batches: ``batches[indices]`` is
+    ``collate([dataset[i] for i in indices])``, fetched and collated in a loader worker.
+
+    Written here because torch's DataLoader does this only for a ``batch_sampler``, which
+    Lightning rebuilds (and breaks) when it shards data across ranks; a ``sampler`` of index
+    batches with ``batch_size=None`` it leaves alone when it is a DistributedSampler.
+    """
+
+    def __init__(self, dataset: Sequence[Any], collate: Callable[[list[Any]], Any]) -> None:
+        self.dataset = dataset
+        self.collate = collate
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: list[int]) -> Any:
+        return self.collate([self.dataset[i] for i in indices])
