@@ -3,11 +3,13 @@ lightning-hydra-template's conftest), and small synthetic MNIST-format IDX files
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -109,3 +111,14 @@ def run_script(
         env=full_env,
         cwd=REPO_ROOT,
     )
+
+
+def run_for_metrics(
+    script: str, log_dir: Path, *args: str, timeout: float = 300
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run train.py / evaluate.py with ``paths.log_dir=log_dir``; require success, and read the
+    run's metrics.json."""
+    result = run_script(script, *args, f"paths.log_dir={log_dir}", timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [metrics_file] = (log_dir / Path(script).stem / "runs").glob("*/metrics.json")
+    return result, json.loads(metrics_file.read_text())

@@ -4,7 +4,6 @@ multirun and bad input behave as a user expects."""
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import REPO_ROOT, run_script
+from tests.conftest import REPO_ROOT, run_for_metrics, run_script
 from zoo import models
 from zoo.config import CONFIG_DIR, ConfigError
 from zoo.training import train
@@ -235,14 +234,7 @@ def test_data_dir_follows_zoo_data_dir(train_cfg, monkeypatch: pytest.MonkeyPatc
 )
 def test_recipe_reaches_99_percent_on_real_mnist(recipe: list[str], tmp_path: Path) -> None:
     """The README's main command, and the fast recipe: LeNet-5 on the real MNIST test set."""
-    result = run_script(
-        "train.py",
-        *recipe,
-        f"paths.log_dir={tmp_path}",
-        "callbacks.progress_bar=null",
-        timeout=1500,
+    _, metrics = run_for_metrics(
+        "train.py", tmp_path, *recipe, "callbacks.progress_bar=null", timeout=1500
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    [metrics_file] = (tmp_path / "train" / "runs").glob("*/metrics.json")
-    metrics = json.loads(metrics_file.read_text())
     assert metrics["test/acc"] >= 0.99, metrics
