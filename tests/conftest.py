@@ -71,6 +71,18 @@ def compose_config(
     return cfg
 
 
+# experiment=unet_mnist at toy sizes: 32x32 canvases, a U-Net of base width 4.
+UNET_MNIST_TOY = (
+    "experiment=unet_mnist",
+    "model.base_width=4",
+    "data.image_size=32",
+    "data.train_canvases=16",
+    "data.val_canvases=8",
+    "data.test_canvases=8",
+    "data.batch_size=8",
+)
+
+
 def synthetic_train_overrides(data_dir: Path) -> list[str]:
     """train.yaml overrides for quick, quiet CPU runs on the synthetic MNIST in data_dir."""
     return [

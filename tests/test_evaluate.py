@@ -16,7 +16,13 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import compose_config, run_script, synthetic_digits, synthetic_train_overrides
+from tests.conftest import (
+    UNET_MNIST_TOY,
+    compose_config,
+    run_script,
+    synthetic_digits,
+    synthetic_train_overrides,
+)
 from zoo.attacks import fgsm, pixel_normalization
 from zoo.checkpoints import load_checkpoint
 from zoo.config import ConfigError
@@ -410,13 +416,7 @@ def test_segmentation_metrics_match_the_training_runs(
     tested them, plus per-class IoU/Dice and the pixel confusion matrix."""
     run = tmp_path / "train"
     cfg = train_cfg(
-        "experiment=unet_mnist",
-        "model.base_width=4",
-        "data.image_size=32",
-        "data.train_canvases=16",
-        "data.val_canvases=8",
-        "data.test_canvases=8",
-        "data.batch_size=8",
+        *UNET_MNIST_TOY,
         "trainer.max_epochs=1",
         "logger=none",
         output_dir=run,

@@ -12,7 +12,13 @@ from hydra.core.global_hydra import GlobalHydra
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchvision.io import write_jpeg, write_png
 
-from tests.conftest import compose_config, run_for_metrics, run_script, synthetic_digits
+from tests.conftest import (
+    UNET_MNIST_TOY,
+    compose_config,
+    run_for_metrics,
+    run_script,
+    synthetic_digits,
+)
 from zoo.config import ConfigError
 from zoo.data import build as build_datamodule
 from zoo.data.mnist_segmentation import MNISTSegmentationDataModule, make_canvases
@@ -222,16 +228,7 @@ def test_soft_dice_loss_is_zero_when_right_and_near_one_when_wrong() -> None:
 
 def unet_mnist(train_cfg, *overrides: str):
     """experiment=unet_mnist at toy sizes: 32x32 canvases, a U-Net of base width 4."""
-    return train_cfg(
-        "experiment=unet_mnist",
-        "model.base_width=4",
-        "data.image_size=32",
-        "data.train_canvases=16",
-        "data.val_canvases=8",
-        "data.test_canvases=8",
-        "data.batch_size=8",
-        *overrides,
-    )
+    return train_cfg(*UNET_MNIST_TOY, *overrides)
 
 
 @pytest.mark.usefixtures("one_thread")
