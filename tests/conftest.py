@@ -19,8 +19,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from zoo.config import CONFIG_DIR
-from zoo.data.mnist_files import raw_dir, write_idx
+from zoo.core.config import CONFIG_DIR
+from zoo.data.mnist.files import raw_dir, write_idx
 
 REPO_ROOT = CONFIG_DIR.parent
 

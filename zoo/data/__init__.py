@@ -8,11 +8,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from zoo.data.imagenet import ImageNetDataModule, ImageNetSyntheticDataModule
-from zoo.data.mnist import MNISTDataModule
-from zoo.data.mnist_segmentation import MNISTSegmentationDataModule
-from zoo.data.segmentation_folder import SegmentationFolderDataModule
-from zoo.registry import Registry
+from zoo.core.registry import Registry
+from zoo.data.folder import SegmentationFolderDataModule
+from zoo.data.imagenet.datamodule import ImageNetDataModule
+from zoo.data.imagenet.synthetic import ImageNetSyntheticDataModule
+from zoo.data.mnist.classification import MNISTDataModule
+from zoo.data.mnist.segmentation import MNISTSegmentationDataModule
 
 DATAMODULES: Registry[pl.LightningDataModule] = Registry("dataset")
 DATAMODULES.register("mnist")(MNISTDataModule)

@@ -5,7 +5,7 @@ Decoding one PIL image per sample in worker processes costs far more than a smal
 split stays as one tensor per field (on the GPU when training there), a batch is one
 fancy-index, and the datamodules transform whole batches on the device in
 ``on_after_batch_transfer``. The training order is a ResumableBatchSampler, so that a run
-resumed mid-epoch sees exactly the batches it had not (zoo.fault_tolerance).
+resumed mid-epoch sees exactly the batches it had not (zoo.training.resume).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler, TensorDataset
 
-from zoo.data.sampling import ResumableTrainingOrder, as_is
+from zoo.data.sampling import ResumableTrainingOrder, as_is, split_batch_size
 
 Split = tuple[torch.Tensor, ...]
 
@@ -89,7 +89,7 @@ class InMemoryDataModule(ResumableTrainingOrder, pl.LightningDataModule):
         return self._shuffled(self.training_order())
 
     def val_dataloader(self) -> DataLoader:
-        return self._in_order("val", self.hparams.eval_batch_size or self.hparams.batch_size)
+        return self._in_order("val", split_batch_size(self.hparams, "val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._in_order("test", self.hparams.eval_batch_size or self.hparams.batch_size)
+        return self._in_order("test", split_batch_size(self.hparams, "test"))

@@ -1,9 +1,10 @@
-"""Shuffled index batches that a run resumed mid-epoch can pick up where it stopped."""
+"""Batching the datamodules share: shuffled index batches that a run resumed mid-epoch can pick
+up where it stopped, and each split's batch size."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence, Sized
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
 import pytorch_lightning as pl
@@ -19,7 +20,7 @@ class ResumableBatchSampler(DistributedSampler):
     batch at once) and a start position, so that a resumed run sees exactly the batches the
     interrupted one had not. Being a DistributedSampler, Lightning doesn't wrap it in its own.
 
-    The position lives outside the sampler, in checkpoints (zoo.fault_tolerance.ResumeState):
+    The position lives outside the sampler, in checkpoints (zoo.training.resume.ResumeState):
     only the training loop knows how many batches were trained on, since loader workers draw
     indices ahead of it.
     """
@@ -63,7 +64,7 @@ def shuffled_batches(
     """The training order of a run: this rank's share of a shuffle all ranks draw alike."""
     replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
     # The run's seed (seed_everything sets torch's), else a random one; rank 0's, so that all
-    # ranks shuffle alike. Checkpoints keep it with the position (zoo.fault_tolerance).
+    # ranks shuffle alike. Checkpoints keep it with the position (zoo.training.resume).
     seed = torch.initial_seed() % 2**63
     if trainer is not None:
         seed = trainer.strategy.broadcast(seed)
@@ -72,7 +73,7 @@ def shuffled_batches(
 
 class ResumableTrainingOrder:
     """Mixin for the zoo's LightningDataModules (``splits["train"]``, ``hparams.batch_size``):
-    the run's training order, found by zoo.fault_tolerance as ``train_sampler``."""
+    the run's training order, found by zoo.training.resume as ``train_sampler``."""
 
     train_sampler: ResumableBatchSampler | None = None
 
@@ -83,6 +84,13 @@ class ResumableTrainingOrder:
                 self.trainer, self.splits["train"], self.hparams.batch_size
             )
         return self.train_sampler
+
+
+def split_batch_size(hparams: Mapping[str, Any], split: str) -> int:
+    """``batch_size`` for training; ``eval_batch_size`` for val and test, where it is set."""
+    if split == "train":
+        return hparams["batch_size"]
+    return hparams.get("eval_batch_size") or hparams["batch_size"]
 
 
 def as_is(batch: Any) -> Any:

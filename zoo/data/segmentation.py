@@ -13,13 +13,14 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import v2
 
+from zoo.core.errors import ZooError
 from zoo.data.in_memory import InMemoryDataModule
 
 SPLITS = ("train", "val", "test")
 Split = tuple[torch.Tensor, torch.Tensor]
 
 
-class SegmentationDataError(ValueError):
+class SegmentationDataError(ZooError, ValueError):
     """Segmentation data that can't be used as it is; the message names the file."""
 
 

@@ -21,9 +21,17 @@ import torch
 from torch import nn
 
 from zoo.models import register_model
-from zoo.models.base import ZooModel
+from zoo.models.base import InputSpec, ZooModel
 
 VARIANTS = ("original", "torchvision")
+
+INPUT_SPECS = {
+    # 227 = 4 * 54 + 11: the stride-4 11x11 filters tile the image exactly (55x55 maps); conv1
+    # must leave 15x15 so that the three 3x3 stride-2 pools keep a pixel.
+    "original": InputSpec(native=227, minimum=67),
+    # conv1's padding of 2 lowers the minimum by 4.
+    "torchvision": InputSpec(native=224, minimum=63),
+}
 
 
 def _local_response_norm() -> nn.LocalResponseNorm:
@@ -44,6 +52,12 @@ class AlexNet(ZooModel):
         dropout: Dropout probability before the first two fully connected layers.
     """
 
+    @classmethod
+    def input_spec_for(cls, variant: str = "original", **arguments: object) -> InputSpec:
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
+        return INPUT_SPECS[variant]
+
     def __init__(
         self,
         num_classes: int = 1000,
@@ -52,9 +66,7 @@ class AlexNet(ZooModel):
         lrn: bool = False,
         dropout: float = 0.5,
     ) -> None:
-        super().__init__(in_channels, num_classes)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
+        super().__init__(in_channels, num_classes, self.input_spec_for(variant=variant))
         if lrn and variant != "original":
             raise ValueError("lrn=True is only available with variant='original'")
         if not 0.0 <= dropout <= 1.0:
@@ -62,15 +74,9 @@ class AlexNet(ZooModel):
         self.variant = variant
 
         if variant == "original":
-            # 227 = 4 * 54 + 11: the stride-4 11x11 filters tile the image exactly (55x55 maps).
-            self.native_input_size = (227, 227)
-            # conv1 must leave 15x15 so that the three 3x3 stride-2 pools keep a pixel.
-            self.min_input_size = 67
             widths = (96, 256, 384, 384, 256)
             conv1_padding = 0
         else:
-            self.native_input_size = (224, 224)
-            self.min_input_size = 63
             widths = (64, 192, 384, 256, 256)
             conv1_padding = 2
 

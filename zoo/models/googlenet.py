@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.models import register_model
-from zoo.models.base import ZooModel
+from zoo.models.base import InputSpec, ZooModel
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -114,6 +114,10 @@ class GoogLeNet(ZooModel):
         aux_dropout: Dropout probability inside the auxiliary classifiers.
     """
 
+    # A 3x3 pool needs at least 2x2 even in ceil mode: 15x15 reaches maxpool3 as 2x2, 14x14 as
+    # 1x1.
+    default_input_spec = InputSpec(native=224, minimum=15)
+
     def __init__(
         self,
         num_classes: int = 1000,
@@ -126,10 +130,6 @@ class GoogLeNet(ZooModel):
         for name, p in (("dropout", dropout), ("aux_dropout", aux_dropout)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
-        self.native_input_size = (224, 224)
-        # A 3x3 pool needs at least 2x2 even in ceil mode: 15x15 reaches maxpool3 as 2x2,
-        # 14x14 as 1x1.
-        self.min_input_size = 15
         self.aux_logits = aux_logits
 
         self.conv1 = BasicConv2d(in_channels, 64, kernel_size=7, stride=2, padding=3)

@@ -14,11 +14,7 @@ import torch
 from torch import nn
 
 from zoo.models import register_model
-from zoo.models.base import ZooModel
-
-# The paper's 28x28 MNIST digits are centred in a 32x32 field, so that strokes reach the centre of
-# C3's receptive fields; that padding belongs in the data pipeline, not here.
-_INPUT_SIZE = 32
+from zoo.models.base import InputSpec, ZooModel
 
 
 @register_model("lenet")
@@ -34,10 +30,12 @@ class LeNet5(ZooModel):
     convolution over a 5x5 map) sees exactly 16x5x5 features.
     """
 
+    # The paper's 28x28 MNIST digits are centred in a 32x32 field, so that strokes reach the
+    # centre of C3's receptive fields; that padding belongs in the data pipeline, not here.
+    default_input_spec = InputSpec(native=32, minimum=32, exact=True)
+
     def __init__(self, num_classes: int = 10, in_channels: int = 1, modern: bool = False) -> None:
         super().__init__(in_channels, num_classes)
-        self.native_input_size = (_INPUT_SIZE, _INPUT_SIZE)
-        self.min_input_size = _INPUT_SIZE
         self.modern = modern
 
         # The paper squashes with 1.7159 * tanh(2/3 * a); plain tanh differs only by a scale.
@@ -62,12 +60,12 @@ class LeNet5(ZooModel):
 
     def check_input_size(self, height: int, width: int | None = None) -> None:
         """Raise a ValueError unless the image is exactly 32x32."""
-        width = height if width is None else width
-        if (height, width) != (_INPUT_SIZE, _INPUT_SIZE):
-            raise ValueError(
-                f"input size {height}x{width} does not suit LeNet5: image_size must be exactly "
-                f"{_INPUT_SIZE} (pad 28x28 MNIST digits by 2 pixels in the data pipeline)"
-            )
+        try:
+            super().check_input_size(height, width)
+        except ValueError as err:
+            # The usual mistake is feeding MNIST's 28x28 digits as they are.
+            hint = "pad 28x28 MNIST digits by 2 pixels in the data pipeline"
+            raise ValueError(f"{err} ({hint})") from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

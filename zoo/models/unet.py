@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from zoo.models import register_model
-from zoo.models.base import ZooModel, check_positive
+from zoo.models.base import InputSpec, ZooModel, check_positive
 
 
 class DoubleConv(nn.Sequential):
@@ -88,6 +88,9 @@ class UNet(ZooModel):
     """
 
     task = "segmentation"
+    # The paper tiles 572x572 inputs with unpadded convolutions; with padding, its 512x512 ISBI
+    # frames are the natural size.
+    default_input_spec = InputSpec(native=512, minimum=16, multiple=16)
 
     def __init__(
         self,
@@ -98,11 +101,6 @@ class UNet(ZooModel):
     ) -> None:
         super().__init__(in_channels, num_classes)
         check_positive("base_width", base_width)
-        # The paper tiles 572x572 inputs with unpadded convolutions; with padding, its 512x512
-        # ISBI frames are the natural size.
-        self.native_input_size = (512, 512)
-        self.min_input_size = 16
-        self.input_multiple = 16
         self.bilinear = bilinear
 
         w = base_width

@@ -1,30 +1,84 @@
-"""VGG16, from Simonyan and Zisserman, "Very Deep Convolutional Networks for Large-Scale Image
-Recognition" (ICLR 2015): configuration D, thirteen 3x3 convolutions and three fully connected
-layers, 138,357,544 parameters for 1000 classes.
+"""VGG-11, -13, -16 and -19, from Simonyan and Zisserman, "Very Deep Convolutional Networks for
+Large-Scale Image Recognition" (ICLR 2015).
 
-The ``state_dict`` keys match ``torchvision.models.vgg16`` (``vgg16_bn`` with
-``batch_norm=True``), so torchvision's weights load directly.
+Stacks of same-padded 3x3 convolutions separated by five 2x2 max pools, then three fully
+connected layers. The depths are the paper's configurations of Table 1, written below as data
+and registered as one class, ``VGG(cfg)``:
+
+=========  ======  =====================  ======================================
+name       config  weight layers          parameters (1000 classes)
+=========  ======  =====================  ======================================
+``vgg11``  A       8 conv + 3 fc          132,863,336 (132,868,840 batch norm)
+``vgg13``  B       10 conv + 3 fc         133,047,848 (133,053,736 batch norm)
+``vgg16``  D       13 conv + 3 fc         138,357,544 (138,365,992 batch norm)
+``vgg19``  E       16 conv + 3 fc         143,667,240 (143,678,248 batch norm)
+=========  ======  =====================  ======================================
+
+Configuration C (VGG16 with three 1x1 convolutions) and A-LRN are left out, as in torchvision:
+the paper found both no better than their neighbours. The ``state_dict`` keys match
+``torchvision.models.vgg11`` ... ``vgg19`` (``vgg11_bn`` ... with ``batch_norm=True``), so
+torchvision's weights load directly.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from zoo.models import register_model
-from zoo.models.base import ZooModel
+from zoo.models.base import InputSpec, ZooModel
 
-# Configuration D of Table 1: output channels of each 3x3 convolution, "M" for a 2x2 max pool.
-CONFIG_D: list[int | str] = [
-    64, 64, "M",
-    128, 128, "M",
-    256, 256, 256, "M",
-    512, 512, 512, "M",
-    512, 512, 512, "M",
-]  # fmt: skip
+# Table 1: output channels of each 3x3 convolution, "M" for a 2x2 max pool.
+CONFIGS: dict[str, list[int | str]] = {
+    "A": [
+        64, "M",
+        128, "M",
+        256, 256, "M",
+        512, 512, "M",
+        512, 512, "M",
+    ],
+    "B": [
+        64, 64, "M",
+        128, 128, "M",
+        256, 256, "M",
+        512, 512, "M",
+        512, 512, "M",
+    ],
+    "D": [
+        64, 64, "M",
+        128, 128, "M",
+        256, 256, 256, "M",
+        512, 512, 512, "M",
+        512, 512, 512, "M",
+    ],
+    "E": [
+        64, 64, "M",
+        128, 128, "M",
+        256, 256, 256, 256, "M",
+        512, 512, 512, 512, "M",
+        512, 512, 512, 512, "M",
+    ],
+}  # fmt: skip
+
+Config = str | Sequence[int | str]
 
 
-def make_features(config: list[int | str], in_channels: int, batch_norm: bool) -> nn.Sequential:
+def resolve_config(cfg: Config) -> list[int | str]:
+    """The layer list that ``cfg`` names ("A", "B", "D", "E"), or ``cfg`` itself, checked."""
+    if isinstance(cfg, str):
+        if cfg not in CONFIGS:
+            raise ValueError(f"cfg must be one of {', '.join(CONFIGS)} or a list; got {cfg!r}")
+        return CONFIGS[cfg]
+    layers = list(cfg)
+    convs = [item for item in layers if item != "M"]
+    if not convs or not all(type(item) is int and item >= 1 for item in convs):
+        raise ValueError(f"cfg must list channel counts >= 1 and 'M' for max pools, got {layers}")
+    return layers
+
+
+def make_features(config: Sequence[int | str], in_channels: int, batch_norm: bool) -> nn.Sequential:
     """The convolutional trunk: same-padded 3x3 convolutions, each followed by a ReLU."""
     layers: list[nn.Module] = []
     channels = in_channels
@@ -40,38 +94,50 @@ def make_features(config: list[int | str], in_channels: int, batch_norm: bool) -
     return nn.Sequential(*layers)
 
 
-@register_model("vgg16")
-class VGG16(ZooModel):
-    """VGG16 (configuration D).
+class VGG(ZooModel):
+    """A VGG network of configuration ``cfg``.
 
     Args:
+        cfg: "A", "B", "D" or "E" (fixed by the registry name), or a custom list of channel
+            counts and "M"s.
         num_classes: Number of output classes.
         in_channels: Channels of the input image.
         batch_norm: Add batch normalisation after every convolution (torchvision's
-            ``vgg16_bn``; not in the paper, which predates it).
+            ``vgg16_bn`` and its siblings; not in the paper, which predates it).
         dropout: Dropout probability after the first two fully connected layers.
     """
 
+    # Five 2x2 pools halve the image five times: 32 is the smallest side that keeps one pixel.
+    default_input_spec = InputSpec(native=224, minimum=32)
+
+    @classmethod
+    def input_spec_for(cls, cfg: Config | None = None, **arguments: object) -> InputSpec:
+        if cfg is None:  # every configuration of the paper has five pools
+            return cls.default_input_spec
+        pools = resolve_config(cfg).count("M")
+        return InputSpec(native=224, minimum=2**pools)
+
     def __init__(
         self,
+        cfg: Config,
         num_classes: int = 1000,
         in_channels: int = 3,
         batch_norm: bool = False,
         dropout: float = 0.5,
     ) -> None:
-        super().__init__(in_channels, num_classes)
+        super().__init__(in_channels, num_classes, self.input_spec_for(cfg=cfg))
         if not 0.0 <= dropout <= 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
-        self.native_input_size = (224, 224)
-        # Five 2x2 pools halve the image five times: 32 is the smallest that keeps one pixel.
-        self.min_input_size = 32
+        self.cfg = cfg if isinstance(cfg, str) else tuple(cfg)
         self.batch_norm = batch_norm
+        config = resolve_config(cfg)
 
-        self.features = make_features(CONFIG_D, in_channels, batch_norm)
+        self.features = make_features(config, in_channels, batch_norm)
         # At 224 the features are already 7x7; the adaptive pool lets other sizes reach fc6.
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        width = [item for item in config if isinstance(item, int)][-1]
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096),
+            nn.Linear(width * 7 * 7, 4096),
             nn.ReLU(inplace=True),
             nn.Dropout(p=dropout),
             nn.Linear(4096, 4096),
@@ -93,9 +159,21 @@ class VGG16(ZooModel):
                 nn.init.normal_(module.weight, 0.0, 0.01)
                 nn.init.zeros_(module.bias)
 
+    @property
+    def display_name(self) -> str:
+        # Weighted layers, the paper's naming: "VGG-16".
+        convs = sum(isinstance(m, nn.Conv2d) for m in self.features)
+        return f"VGG-{convs + 3}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         x = self.features(x)
         x = self.avgpool(x)
         x = torch.flatten(x, 1)
         return self.classifier(x)
+
+
+register_model("vgg11", VGG, cfg="A")
+register_model("vgg13", VGG, cfg="B")
+register_model("vgg16", VGG, cfg="D")
+register_model("vgg19", VGG, cfg="E")

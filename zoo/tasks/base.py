@@ -1,18 +1,22 @@
-"""What the zoo's LightningModules share: the network from the registry, channels_last and
-compile, the optimizer and schedule, and the FLOPs Lightning's ThroughputMonitor turns into MFU."""
+"""What the zoo's LightningModules share: the constructor, the network from the registry,
+channels_last and compile, the metric triple, figures, the optimizer and schedule, and the FLOPs
+Lightning's ThroughputMonitor turns into MFU."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.throughput import measure_flops
+from matplotlib.figure import Figure
+from torchmetrics import MetricCollection
 
 from zoo import models
-from zoo.config import ConfigError
-from zoo.optim import build_optimizer, build_scheduler
+from zoo.core.errors import ConfigError
+from zoo.core.plots import log_figure
+from zoo.tasks.optim import build_optimizer, build_scheduler
 
 
 def count_flops(spec: Mapping[str, Any], input_shape: torch.Size, training: bool) -> int:
@@ -36,11 +40,77 @@ def count_flops(spec: Mapping[str, Any], input_shape: torch.Size, training: bool
 
 
 class ZooTask(pl.LightningModule):
-    """Base of the task modules. Subclasses set ``task`` (the models' ``task`` they accept), call
-    ``save_hyperparameters()`` with ``model``, ``optimizer``, ``scheduler``, ``channels_last`` and
-    ``compile`` among their arguments, then ``build_network()``."""
+    """Base of the task modules: the constructor every task shares, the train/val/test metric
+    collections, and figures for TensorBoard.
+
+    The network is rebuilt from ``model`` = ``{"name": registry name, **plain arguments}``, and
+    the optimizer and schedule from plain dicts, so a checkpoint's hyper-parameters are enough to
+    rebuild the module through the registry alone. ``data`` is the run's plain data config, kept
+    in the checkpoint so that evaluation can rebuild the same dataset and preprocessing.
+
+    Subclasses set ``task`` (the models' ``task`` they accept), implement ``metrics`` and the
+    steps, and call ``super().__init__`` with the shared arguments first: its
+    ``save_hyperparameters()`` records theirs too.
+    """
 
     task: ClassVar[str]
+
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        channels_last: bool = False,
+        compile: bool = False,
+        class_names: Sequence[str] | None = None,
+        log_images: int = 16,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        # Lightning collects the arguments of every __init__ up the call chain: the subclass's too.
+        self.save_hyperparameters()
+        number = isinstance(label_smoothing, int | float) and not isinstance(label_smoothing, bool)
+        if not number or not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(
+                f"task.label_smoothing must be a number in [0, 1), got {label_smoothing!r}"
+            )
+        self.build_network()
+        num_classes = self.model.num_classes
+        names = class_names or (data or {}).get("class_names")
+        self.class_names: list[str] | None = [str(n) for n in names] if names else None
+        if self.class_names is not None and len(self.class_names) != num_classes:
+            raise ValueError(
+                f"{len(self.class_names)} class names for {num_classes} classes: {self.class_names}"
+            )
+        self.train_metrics = self.metrics(num_classes).clone(prefix="train/")
+        self.val_metrics = self.metrics(num_classes).clone(prefix="val/")
+        self.test_metrics = self.metrics(num_classes).clone(prefix="test/")
+
+    def metrics(self, num_classes: int) -> MetricCollection:
+        """The metrics every split logs, under ``{split}/``."""
+        raise NotImplementedError
+
+    def names(self, datamodule: pl.LightningDataModule | None = None) -> list[str]:
+        """The class names: the run's, else the datamodule's (ImageNet subsets know theirs only
+        once set up; default: the trainer's), else the class indices."""
+        if datamodule is None and self._trainer is not None:
+            datamodule = self._trainer.datamodule
+        for names in (self.class_names, getattr(datamodule, "class_names", None)):
+            if names and len(names) == self.model.num_classes:
+                return [str(name) for name in names]
+        return [str(i) for i in range(self.model.num_classes)]
+
+    def log_figure(self, tag: str, figure: Figure) -> None:
+        log_figure(self.loggers, tag, figure, self.global_step)
+
+    def wants_figures(self) -> bool:
+        """Figures once per validation, from rank 0, not during the sanity check."""
+        return (
+            self.hparams.log_images > 0
+            and not self.trainer.sanity_checking
+            and self.trainer.is_global_zero
+        )
 
     def build_network(self) -> None:
         spec = dict(self.hparams.model)
@@ -65,9 +135,10 @@ class ZooTask(pl.LightningModule):
 
     @property
     def flops_per_batch(self) -> int | None:
-        """Read by Lightning's ThroughputMonitor (zoo.callbacks.ImagesPerSecond), which logs
-        ``{stage}/device/flops_per_sec`` and, where the device's peak is known, ``.../mfu``:
-        training batches count forward and backward, evaluation batches the forward pass."""
+        """Read by Lightning's ThroughputMonitor (``zoo.training.throughput.ImagesPerSecond``),
+        which logs ``{stage}/device/flops_per_sec`` and, where the device's peak is known,
+        ``.../mfu``: training batches count forward and backward, evaluation batches the forward
+        pass."""
         return self._flops.get(self.training)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

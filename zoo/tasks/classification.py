@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.loggers import TensorBoardLogger
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from zoo.plots import labelled_grid, prediction_titles
+from zoo.core.plots import labelled_grid, prediction_titles
 from zoo.tasks.base import ZooTask
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet (Szegedy 2015): auxiliary losses weighted by 0.3
@@ -47,10 +45,9 @@ def classification_loss(
 class ClassificationModule(ZooTask):
     """Cross-entropy (with optional label smoothing) over any registered classifier.
 
-    The model is rebuilt from ``model`` = ``{"name": registry name, **plain arguments}``, so a
-    checkpoint's hyper-parameters are enough to rebuild it through the registry alone. ``data``
-    is the plain data config of the run, kept in the checkpoint so that evaluation can rebuild
-    the same dataset and preprocessing.
+    Logs ``{split}/loss``, ``{split}/acc`` and, with more than 5 classes, ``{split}/acc_top5``;
+    ``test_step`` returns the logits, for the evaluation callbacks (zoo.evaluation.reports).
+    Each validation epoch, TensorBoard gets ``val/predictions`` for ``log_images`` images.
     """
 
     task = "classification"
@@ -68,15 +65,13 @@ class ClassificationModule(ZooTask):
         log_images: int = 16,
         data: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.build_network()
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        num_classes = self.model.num_classes
-        self.train_metrics = accuracy_metrics(num_classes).clone(prefix="train/")
-        self.val_metrics = accuracy_metrics(num_classes).clone(prefix="val/")
-        self.test_metrics = accuracy_metrics(num_classes).clone(prefix="test/")
+        super().__init__(
+            model, optimizer, scheduler, label_smoothing, channels_last, compile, class_names,
+            log_images, data,
+        )  # fmt: skip
+
+    def metrics(self, num_classes: int) -> MetricCollection:
+        return accuracy_metrics(num_classes)
 
     def loss(self, outputs: Any, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return classification_loss(
@@ -105,25 +100,15 @@ class ClassificationModule(ZooTask):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         logits = self._evaluate(batch, "val")
-        if batch_idx == 0:
-            self._log_prediction_grid(batch[0], logits.argmax(dim=1), batch[1])
+        if batch_idx == 0 and self.wants_figures():
+            count = self.hparams.log_images
+            preds, targets = logits[:count].argmax(dim=1), batch[1][:count]
+            titles, colors = prediction_titles(preds, targets, self.names())
+            self.log_figure("val/predictions", labelled_grid(batch[0][:count], titles, colors))
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._evaluate(batch, "test")
 
-    def _log_prediction_grid(
-        self, images: torch.Tensor, preds: torch.Tensor, targets: torch.Tensor
-    ) -> None:
-        count = self.hparams.log_images
-        if count <= 0 or self.trainer.sanity_checking or not self.trainer.is_global_zero:
-            return
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                # ImageNet subsets know their names only once the datamodule is set up.
-                names = self.hparams.class_names or getattr(
-                    self.trainer.datamodule, "class_names", None
-                )
-                titles, colors = prediction_titles(preds[:count], targets[:count], names)
-                figure = labelled_grid(images[:count], titles, colors)
-                logger.experiment.add_figure("val/predictions", figure, self.global_step)
-                plt.close(figure)
+    def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Class probabilities of the batch's images."""
+        return self(batch[0]).float().softmax(dim=1)

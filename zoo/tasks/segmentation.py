@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.loggers import TensorBoardLogger
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from torchmetrics.segmentation import DiceScore
 
-from zoo.plots import segmentation_overlays
+from zoo.core.plots import segmentation_overlays
 from zoo.tasks.base import ZooTask
 
 LOSSES = ("ce", "dice", "ce+dice")
@@ -58,12 +56,9 @@ def dice_per_class(num_classes: int) -> DiceScore:
 class SegmentationModule(ZooTask):
     """Per-pixel cross-entropy, soft Dice, or both, over any registered segmentation network.
 
-    Hyper-parameters follow ClassificationModule: ``model`` = ``{"name": registry name, **plain
-    arguments}``, optimizer and scheduler as plain dicts, and ``data``, the run's plain data
-    config, kept in the checkpoint so that evaluation can rebuild the same dataset.
-
-    Logs ``{stage}/loss``, ``{stage}/miou`` and ``{stage}/pixel_acc``; for val and test also
-    ``{stage}/dice`` (the mean over classes) and ``{stage}/dice_<class name>``. Each validation
+    Logs ``{split}/loss``, ``{split}/miou`` and ``{split}/pixel_acc``; for val and test also
+    ``{split}/dice`` (the mean over classes) and ``{split}/dice_<class name>``; ``test_step``
+    returns the logits, for the evaluation callbacks (zoo.evaluation.reports). Each validation
     epoch, TensorBoard gets ``val/overlays``: input | truth | prediction for ``log_images``
     images.
     """
@@ -84,27 +79,20 @@ class SegmentationModule(ZooTask):
         log_images: int = 4,
         data: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.build_network()
         if loss not in LOSSES:
             raise ValueError(f"task.loss must be one of {LOSSES}, got {loss!r}")
         if dice_weight < 0:
             raise ValueError(f"task.dice_weight must be >= 0, got {dice_weight}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"task.label_smoothing must be in [0, 1), got {label_smoothing}")
+        super().__init__(
+            model, optimizer, scheduler, label_smoothing, channels_last, compile, class_names,
+            log_images, data,
+        )  # fmt: skip
         num_classes = self.model.num_classes
-        names = class_names or (data or {}).get("class_names")
-        self.class_names = list(names) if names else [str(i) for i in range(num_classes)]
-        if len(self.class_names) != num_classes:
-            raise ValueError(
-                f"{len(self.class_names)} class names for {num_classes} classes: {self.class_names}"
-            )
-        self.train_metrics = segmentation_metrics(num_classes).clone(prefix="train/")
-        self.val_metrics = segmentation_metrics(num_classes).clone(prefix="val/")
-        self.test_metrics = segmentation_metrics(num_classes).clone(prefix="test/")
         self.val_dice = dice_per_class(num_classes)
         self.test_dice = dice_per_class(num_classes)
+
+    def metrics(self, num_classes: int) -> MetricCollection:
+        return segmentation_metrics(num_classes)
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         terms = self.hparams.loss.split("+")
@@ -135,7 +123,7 @@ class SegmentationModule(ZooTask):
         (self.val_dice if stage == "val" else self.test_dice).update(preds, masks)
         self.log(f"{stage}/loss", self.loss(logits, masks), batch_size=len(masks))
         self.log_dict(metrics, prog_bar=stage == "val", batch_size=len(masks))
-        return preds
+        return logits
 
     def _log_dice(self, stage: str) -> None:
         dice_metric = self.val_dice if stage == "val" else self.test_dice
@@ -143,36 +131,25 @@ class SegmentationModule(ZooTask):
         dice_metric.reset()
         # Classes absent from both truth and prediction have no Dice (nan): left out of the mean.
         self.log(f"{stage}/dice", scores.nanmean())
-        for name, score in zip(self.class_names, scores, strict=True):
+        for name, score in zip(self.names(), scores, strict=True):
             if not torch.isnan(score):
                 self.log(f"{stage}/dice_{name}", score)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        preds = self._evaluate(batch, "val")
-        if batch_idx == 0:
-            self._log_overlays(batch[0], batch[1], preds)
+        logits = self._evaluate(batch, "val")
+        if batch_idx == 0 and self.wants_figures():
+            count = self.hparams.log_images
+            images, masks, preds = batch[0][:count], batch[1][:count], logits[:count].argmax(1)
+            figure = segmentation_overlays(
+                images, masks, preds, self.model.num_classes, self.names()
+            )
+            self.log_figure("val/overlays", figure)
 
     def on_validation_epoch_end(self) -> None:
         self._log_dice("val")
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._evaluate(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._log_dice("test")
-
-    def _log_overlays(self, images: torch.Tensor, masks: torch.Tensor, preds: torch.Tensor) -> None:
-        count = self.hparams.log_images
-        if count <= 0 or self.trainer.sanity_checking or not self.trainer.is_global_zero:
-            return
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                figure = segmentation_overlays(
-                    images[:count],
-                    masks[:count],
-                    preds[:count],
-                    self.model.num_classes,
-                    self.class_names,
-                )
-                logger.experiment.add_figure("val/overlays", figure, self.global_step)
-                plt.close(figure)

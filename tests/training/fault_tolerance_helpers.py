@@ -1,0 +1,93 @@
+"""Test hooks for tests/test_fault_tolerance.py, injected through the configs, as a user would add
+their own (+callbacks.<name>._target_=..., trainer.plugins=[...])."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from zoo.training.checkpoint_io import AtomicCheckpointIO
+
+
+class RandomWeightNoise(pl.Callback):
+    """Before every training step, adds noise drawn from torch's, numpy's and python's RNGs to the
+    weights (as dropout draws from torch's): a resumed run ends with the same weights only if
+    all three RNG states were restored."""
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        scale = 1e-3 * random.random() * float(np.random.rand())
+        with torch.no_grad():
+            for parameter in pl_module.parameters():
+                parameter.add_(torch.randn_like(parameter) * scale)
+
+
+class PoisonWeightsBeforeValidation(pl.Callback):
+    """Makes one weight NaN before each validation, after the training loss was checked: the
+    checkpoints saved after validation (best, last) would hold non-finite weights."""
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            with torch.no_grad():
+                next(pl_module.parameters()).view(-1)[0] = float("nan")
+
+
+class PausingCheckpointIO(AtomicCheckpointIO):
+    """Pauses for ``pause`` seconds halfway through writing any checkpoint whose file already
+    exists, so that a test can kill the process while a previous checkpoint is being replaced."""
+
+    def __init__(self, pause: float) -> None:
+        super().__init__()
+        self.pause = pause
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None):
+        if not Path(path).exists():
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        save = torch.save
+
+        def write_half_then_pause(obj: Any, file: Any, *args: Any, **kwargs: Any) -> None:
+            buffer = io.BytesIO()
+            save(obj, buffer, *args, **kwargs)
+            data = buffer.getvalue()
+            file.write(data[: len(data) // 2])
+            file.flush()
+            time.sleep(self.pause)
+            file.write(data[len(data) // 2 :])
+
+        with mock.patch.object(torch, "save", write_half_then_pause):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+
+
+class SigtermDuringValidation(pl.Callback):
+    """Sends this process a SIGTERM as the first validation after sanity checking starts."""
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.current_epoch == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+class Interrupted(Exception):
+    """What StopAfterStep raises: stands for a kill."""
+
+
+class StopAfterStep(pl.Callback):
+    """Stops the run with an exception once training step ``step`` is done, before that step's
+    checkpoints are written (Lightning runs checkpoint callbacks last): an in-process kill."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            raise Interrupted(f"stopped after step {self.step}")

@@ -1,0 +1,204 @@
+"""Segmentation data of one's own: ``root/images/`` and ``root/masks/`` with matching names.
+
+::
+
+    root/images/cat_01.jpg      root/masks/cat_01.png
+    root/images/sub/dog_02.png  root/masks/sub/dog_02.png
+
+A mask is a single-channel PNG (8- or 16-bit) whose pixel values are class indices, 0 to
+``num_classes - 1``, and has its image's height and width. Images may be PNG, JPEG or WebP.
+The pairs are split into train, val and test by ``val_fraction`` / ``test_fraction`` with a
+seeded shuffle, so the same folder and seed give the same split.
+
+Every pair is read once in ``setup`` with torchvision.io, checked, and resized to
+``image_size`` x ``image_size`` (images bilinearly, masks by nearest neighbour); the checks
+fail with the file's name. The pairs then stay in memory as uint8 tensors, ``N x (channels +
+1) x image_size^2`` bytes (1,000 RGB images at 256 px: 262 MB), and are batched like MNIST.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torchvision.io import ImageReadMode
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from zoo.data.images import IMAGE_SUFFIXES, decode, read_bytes
+from zoo.data.segmentation import (
+    SPLITS,
+    InMemorySegmentationDataModule,
+    SegmentationDataError,
+    Split,
+)
+
+log = logging.getLogger(__name__)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+READ_MODES = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
+
+
+def _files(folder: Path, suffixes: Sequence[str]) -> dict[Path, Path]:
+    """{path relative to folder, without suffix: path} for the visible files with a suffix."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        hidden = any(part.startswith(".") for part in relative.parts)
+        if path.is_file() and not hidden and path.suffix.lower() in suffixes:
+            found[relative.with_suffix("")] = path
+    return found
+
+
+def pair_files(root: Path) -> list[tuple[Path, Path]]:
+    """(image, mask) pairs, sorted; an image without a mask is an error that names it."""
+    images = _files(root / "images", IMAGE_SUFFIXES)
+    masks = _files(root / "masks", (".png",))
+    if not images:
+        raise SegmentationDataError(f"{root / 'images'} holds no {'/'.join(IMAGE_SUFFIXES)} files")
+    missing = [path for key, path in images.items() if key not in masks]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        expected = root / "masks" / missing[0].relative_to(root / "images").with_suffix(".png")
+        raise SegmentationDataError(
+            f"no mask for image {shown}{more} (expected e.g. {expected}: every image in "
+            f"{root / 'images'} needs a PNG mask of the same name in {root / 'masks'})"
+        )
+    orphans = sorted(set(masks) - set(images))
+    if orphans:
+        log.warning(
+            "%d mask(s) without an image are ignored, e.g. %s", len(orphans), masks[orphans[0]]
+        )
+    return [(images[key], masks[key]) for key in images]
+
+
+def _unreadable(path: str, reason: str) -> SegmentationDataError:
+    return SegmentationDataError(f"cannot read {path}: {reason}")
+
+
+def _is_palette_png(data: torch.Tensor) -> bool:
+    # The IHDR chunk's colour type (byte 25) is 3 for palette PNGs.
+    return bytes(data[:8].tolist()) == PNG_SIGNATURE and len(data) > 25 and int(data[25]) == 3
+
+
+def read_pair(
+    image_path: Path, mask_path: Path, channels: int, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image as uint8 (channels, H, W) and its mask as int64 (H, W), checked."""
+    image = decode(image_path, READ_MODES[channels], _unreadable)
+    mask_data = read_bytes(mask_path, _unreadable)
+    if _is_palette_png(mask_data):
+        # torchvision reads a palette PNG as grey levels of its colours, not as indices.
+        raise SegmentationDataError(
+            f"mask {mask_path} is a palette PNG: torchvision reads it as colours, not class "
+            "indices; save the masks as single-channel (greyscale) PNGs of class indices"
+        )
+    mask = decode(mask_path, ImageReadMode.UNCHANGED, _unreadable, mask_data)
+    if mask.shape[0] != 1:
+        raise SegmentationDataError(
+            f"mask {mask_path} has {mask.shape[0]} channels: masks must be single-channel PNGs "
+            "whose pixel values are class indices, not colours"
+        )
+    if mask.shape[1:] != image.shape[1:]:
+        (mh, mw), (ih, iw) = mask.shape[1:], image.shape[1:]
+        raise SegmentationDataError(
+            f"mask {mask_path} is {mw}x{mh} pixels but its image {image_path} is {iw}x{ih}"
+        )
+    mask = mask[0].long()
+    if int(mask.max()) >= num_classes:
+        bad = mask.unique()
+        bad = bad[bad >= num_classes].tolist()
+        raise SegmentationDataError(
+            f"mask {mask_path} holds label value(s) {bad[:10]} >= num_classes={num_classes}: "
+            f"labels must be 0..{num_classes - 1} (or set data.num_classes)"
+        )
+    return image, mask
+
+
+class SegmentationFolderDataModule(InMemorySegmentationDataModule):
+    """The user's own images and PNG masks of class indices, split by fractions."""
+
+    def __init__(
+        self,
+        root: str,
+        num_classes: int,
+        channels: int = 3,
+        image_size: int = 256,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 12345,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        device_resident: bool = True,
+    ) -> None:
+        super().__init__()
+        if channels not in READ_MODES:
+            raise ValueError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+        if num_classes < 2 or num_classes > 65536:
+            raise ValueError(f"data.num_classes must be in [2, 65536], got {num_classes}")
+        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"data.{key} must be in (0, 1), got {value}")
+        if val_fraction + test_fraction >= 1.0:
+            raise ValueError(
+                f"data.val_fraction + data.test_fraction must be < 1, got {val_fraction} + "
+                f"{test_fraction}: nothing would be left to train on"
+            )
+        root_path = Path(root).expanduser()
+        for folder in ("images", "masks"):
+            if not (root_path / folder).is_dir():
+                raise SegmentationDataError(
+                    f"data.root={root}: there is no {root_path / folder}/ folder (expected "
+                    "root/images/ and root/masks/ with matching file names)"
+                )
+        self.save_hyperparameters()
+        self.root = root_path
+        self.num_classes = num_classes
+        self.channels = channels
+
+    def split_pairs(self, pairs: list[tuple[Path, Path]]) -> dict[str, list[tuple[Path, Path]]]:
+        hp = self.hparams
+        count = len(pairs)
+        n_val, n_test = round(count * hp.val_fraction), round(count * hp.test_fraction)
+        if min(n_val, n_test, count - n_val - n_test) < 1:
+            raise SegmentationDataError(
+                f"{self.root} holds {count} image/mask pair(s): too few for train, val and test "
+                f"splits with data.val_fraction={hp.val_fraction} and "
+                f"data.test_fraction={hp.test_fraction}"
+            )
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(hp.split_seed))
+        ranges = {
+            "val": (0, n_val),
+            "test": (n_val, n_val + n_test),
+            "train": (n_val + n_test, count),
+        }
+        return {
+            split: [pairs[int(i)] for i in order[start:stop]]
+            for split, (start, stop) in ranges.items()
+        }
+
+    def _load(self, pairs: list[tuple[Path, Path]]) -> Split:
+        size = [self.hparams.image_size] * 2
+        images, masks = [], []
+        mask_dtype = torch.uint8 if self.num_classes <= 256 else torch.int32
+        for image_path, mask_path in pairs:
+            image, mask = read_pair(image_path, mask_path, self.channels, self.num_classes)
+            images.append(TF.resize(image, size, antialias=True))
+            mask = TF.resize(mask[None], size, interpolation=InterpolationMode.NEAREST_EXACT)
+            masks.append(mask[0].to(mask_dtype))
+        return torch.stack(images), torch.stack(masks)
+
+    def load_splits(self) -> dict[str, Split]:
+        by_split = self.split_pairs(pair_files(self.root))
+        return {split: self._load(by_split[split]) for split in SPLITS}
+
+    def normalization(self, train_images: torch.Tensor) -> tuple[Sequence[float], Sequence[float]]:
+        # The training split's own statistics: the user's images may look like anything.
+        scaled = train_images.float().div(255)
+        mean = scaled.mean(dim=(0, 2, 3))
+        std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        return mean.tolist(), std.tolist()

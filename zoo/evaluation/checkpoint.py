@@ -1,0 +1,217 @@
+"""Loading a checkpoint as untrusted input: tensors and plain data only, the model rebuilt by
+registry name, the weights loaded strictly.
+
+A checkpoint is a pickle, and unpickling can run any code. ``torch.load(weights_only=True)``
+admits only tensors and plain containers, and it is never retried with ``weights_only=False``
+(timm's ``_torch_load`` is the model). Nothing read from the file ever names code: the model
+comes from ``zoo.models`` by a registered name with plain arguments, and class paths or
+``_target_`` keys are refused, never imported or instantiated.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from zoo import models
+from zoo.core.errors import ConfigError
+from zoo.tasks import task_class
+from zoo.tasks.base import ZooTask
+
+# Keys by which Hydra, jsonargparse and Lightning name code to import or call.
+CLASS_PATH_KEYS = frozenset(
+    {
+        "_target_",
+        "_partial_",
+        "_args_",
+        "_recursive_",
+        "_convert_",
+        "class_path",
+        "init_args",
+        "_class_path",
+        "_instantiator",
+    }
+)
+MODEL_PREFIX = "model."  # the zoo's LightningModules hold their network as ``self.model``
+_MAX_DETAIL = 300
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that is missing, unreadable, hostile, or does not fit its own model."""
+
+
+class Checkpoint(NamedTuple):
+    """What a checkpoint holds once it has been checked: plain data and tensors, no code."""
+
+    module: ZooTask  # the task module, rebuilt through the registry, weights loaded, CPU, eval
+    hparams: dict[str, Any]  # the task module's plain hyper-parameters
+    data: dict[str, Any]  # the run's plain data config (with the resolved image size), or {}
+
+    @property
+    def model(self) -> models.ZooModel:
+        """The network inside the task module."""
+        return self.module.model
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read ``path`` safely and rebuild its task module (the ``ClassificationModule`` or
+    ``SegmentationModule`` that trained it) through the registry; CheckpointError if not.
+
+    The tensors are mapped to the CPU, so a GPU checkpoint loads anywhere; move the module after.
+    """
+    path = Path(path)
+    raw = read_checkpoint(path)
+    hparams = raw.get("hyper_parameters")
+    if not isinstance(hparams, dict):
+        raise CheckpointError(f"{path} holds no hyper_parameters: it is not a zoo checkpoint")
+    name, _ = model_spec(hparams, path)
+    refuse_class_paths(hparams, f"{path}: its hyper-parameters")
+    module = rebuild_task(name, hparams, path)
+    load_weights(module.model, raw.get("state_dict"), path)
+    return Checkpoint(module.eval(), hparams, data_spec(raw, path))
+
+
+def rebuild_task(name: str, hparams: Mapping[str, Any], path: Path) -> ZooTask:
+    """The task module of the model ``name`` from the checkpoint's plain hyper-parameters."""
+    try:
+        module_cls = task_class(name)
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: {err}") from err
+    takes = set(inspect.signature(module_cls).parameters)
+    unknown = sorted(set(hparams) - takes)
+    if unknown:
+        raise CheckpointError(
+            f"{path}: hyper-parameters {unknown} are not arguments of {module_cls.__name__}: "
+            "written by another version of zoo?"
+        )
+    # One pass over a split costs less than compiling for it.
+    arguments = {**hparams, "compile": False}
+    try:
+        return module_cls(**arguments)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: its model spec does not build: {err}") from err
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with each way of failing turned into one clear line."""
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty")
+    try:
+        with warnings.catch_warnings():
+            # e.g. "Detected pickle protocol 4": noise next to the one line that matters.
+            warnings.simplefilter("ignore")
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # The weights-only unpickler stopped before creating any object the file asked for.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = (
+            f"it holds pickled code (it would call {found.group(1)})"
+            if found
+            else f"the weights-only loader rejects it ({_last_line(err)})"
+        )
+        raise CheckpointError(
+            f"refusing to load {path}: {what}, which a checkpoint of weights never needs; "
+            "nothing from the file was run"
+        ) from err
+    except Exception as err:  # zip, EOF, pickle-opcode errors: all mean "not a checkpoint"
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
+            f"{type(err).__name__}: {_first_line(err)}"
+        ) from err
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a checkpoint dict")
+    return raw
+
+
+def model_spec(hparams: Mapping[str, Any], path: Path) -> tuple[str, dict[str, Any]]:
+    """The registry name and plain arguments of ``hparams["model"]``, or CheckpointError."""
+    spec = hparams.get("model")
+    if not isinstance(spec, dict):
+        raise CheckpointError(
+            f"{path}: hyper_parameters['model'] is not a spec {{'name': ..., **arguments}}: "
+            "not a zoo checkpoint"
+        )
+    refuse_class_paths(spec, f"{path}: the model spec")
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    if name not in models.available():
+        raise CheckpointError(
+            f"{path}: model {name!r} is not a zoo model; available: {', '.join(models.available())}"
+        )
+    return name, spec
+
+
+def data_spec(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The training run's data config, updated with its datamodule's resolved arguments."""
+    data = raw["hyper_parameters"].get("data") or {}
+    resolved = raw.get("datamodule_hyper_parameters") or {}
+    if not isinstance(data, dict) or not isinstance(resolved, dict):
+        raise CheckpointError(f"{path}: its data config is not a plain mapping")
+    spec = {**data, **resolved}
+    refuse_class_paths(spec, f"{path}: the data config")
+    return spec
+
+
+def refuse_class_paths(node: Any, where: str) -> None:
+    """CheckpointError if any key anywhere under ``node`` names code to import or call."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if key in CLASS_PATH_KEYS:
+                raise CheckpointError(
+                    f"{where} holds {key!r}: {value!r}; zoo builds models only from registry "
+                    "names and never imports a class path read from a file"
+                )
+            refuse_class_paths(value, where)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            refuse_class_paths(value, where)
+
+
+def load_weights(model: models.ZooModel, state_dict: Any, path: Path) -> None:
+    """``load_state_dict(strict=True)`` of the ``model.*`` entries, errors condensed to a line."""
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(f"{path} holds no state_dict")
+    # Entries outside ``model.`` belong to the LightningModule around the network, not to it.
+    weights = {
+        key.removeprefix(MODEL_PREFIX): value
+        for key, value in state_dict.items()
+        if isinstance(key, str) and key.startswith(MODEL_PREFIX)
+    }
+    if not weights:
+        raise CheckpointError(f"{path}: its state_dict has no {MODEL_PREFIX}* weights")
+    not_tensors = sorted(k for k, v in weights.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(f"{path}: state_dict entries are not tensors: {not_tensors[:5]}")
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        # torch lists every problem on its own tab-indented line after a header.
+        problems = "; ".join(line.strip() for line in str(err).splitlines()[1:] if line.strip())
+        if len(problems) > _MAX_DETAIL:
+            problems = problems[:_MAX_DETAIL] + " ..."
+        raise CheckpointError(
+            f"{path}: its weights do not fit {model.display_name}: {problems}"
+        ) from err
+
+
+def _first_line(err: BaseException) -> str:
+    """The first sentence of an error message (torch's run on with advice)."""
+    text = str(err).strip()
+    return text.splitlines()[0].split(". ")[0][:_MAX_DETAIL] if text else "(no message)"
+
+
+def _last_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    useful = [line for line in lines if "WeightsUnpickler error" in line or "Unsupported" in line]
+    return (useful or lines or ["refused by the weights-only unpickler"])[-1][:_MAX_DETAIL]

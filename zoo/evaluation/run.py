@@ -1,0 +1,307 @@
+"""What ``python evaluate.py`` does: load a checkpoint as untrusted input, rebuild its task module
+and dataset, then run that module's own test loop — the one training tests with — with report
+callbacks for what training does not log (confusion matrix, per-class metrics, worst samples,
+images/s, FGSM robustness); or predict image files, or export to ONNX."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import Logger
+from rich.console import Console
+from rich.table import Table
+from torch.utils.data import DataLoader, TensorDataset
+
+from zoo import data
+from zoo.core.config import CONFIG_DIR, instantiate_group, to_plain, validate
+from zoo.core.errors import ConfigError
+from zoo.core.plots import log_figure
+from zoo.evaluation.attacks import FGSMRobustness, pixel_normalization
+from zoo.evaluation.checkpoint import Checkpoint, load_checkpoint
+from zoo.evaluation.onnx import export_onnx
+from zoo.evaluation.predict import find_images, load_images, top_k
+from zoo.evaluation.reports import (
+    MAX_DRAWN_CLASSES,
+    PerClass,
+    Report,
+    Throughput,
+    WorstSamples,
+    metric_values,
+)
+from zoo.tasks.build import build_datamodule, image_size
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("test", "val", "train")
+EXPORTS = ("onnx",)
+ATTACKS = ("fgsm",)
+
+
+def check_options(cfg: DictConfig) -> None:
+    """ConfigError for impossible evaluate.py options, before the checkpoint is read."""
+    validate(cfg)
+    if cfg.split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
+    for key, low in (("worst_images", 0), ("top_k", 1)):
+        value = cfg.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
+    if cfg.get("export") is not None and cfg.export not in EXPORTS:
+        raise ConfigError(f"export must be one of {', '.join(EXPORTS)}, got {cfg.export!r}")
+    attack = cfg.get("attack")
+    if attack:
+        if attack.get("name") not in ATTACKS:
+            raise ConfigError(f"attack must be one of {', '.join(ATTACKS)}, got {attack!r}")
+        eps = to_plain(attack).get("eps")
+        if (
+            not isinstance(eps, list)
+            or not eps
+            or not all(isinstance(e, int | float) and not isinstance(e, bool) for e in eps)
+            or not all(0 <= e <= 1 for e in eps)
+        ):
+            raise ConfigError(
+                f"attack.eps must be a list of numbers in [0, 1] (pixel units), got {eps!r}"
+            )
+
+
+def local_paths(name: str, paths: DictConfig) -> dict[str, Any]:
+    """The keys of configs/data/<name>.yaml that point into ``paths`` (data_dir, root),
+    resolved on this machine: the checkpoint's are paths on the machine that trained it."""
+    group_file = CONFIG_DIR / "data" / f"{name}.yaml"
+    if not group_file.is_file():
+        return {}
+    group = OmegaConf.load(group_file)
+    raw = OmegaConf.to_container(group, resolve=False)
+    keys = [key for key, value in raw.items() if "${paths." in str(value)]
+    merged = OmegaConf.merge({"paths": paths}, {"data": group})
+    return {key: merged.data[key] for key in keys}
+
+
+def resolve_data(cfg: DictConfig, checkpoint: Checkpoint) -> dict[str, Any]:
+    """The data config to evaluate on: the checkpoint's own, with this machine's paths and any
+    ``data.key=value``; or, with ``data=<name>``, that dataset's config."""
+    stored = checkpoint.data
+    override = to_plain(cfg.get("data")) or {}
+    if "name" in override:
+        spec = dict(override)
+        # null: the size the model was trained at, not the model's native one.
+        if spec.get("image_size") is None:
+            spec["image_size"] = stored.get("image_size")
+    else:
+        name = stored.get("name")
+        if name is None:
+            raise ConfigError(
+                f"{cfg.ckpt_path} does not say which dataset it was trained on: name one with "
+                f"data=<{'|'.join(data.available())}>"
+            )
+        spec = {**stored, **local_paths(str(name), cfg.paths)}
+        spec.update({key: value for key, value in override.items() if value is not None})
+    if spec["name"] not in data.available():
+        raise ConfigError(
+            f"dataset {spec['name']!r} is not a zoo dataset; available: "
+            f"{', '.join(data.available())} (data=<name>)"
+        )
+    model = checkpoint.model
+    spec["image_size"] = image_size(model, spec.get("image_size"))
+    classes = spec.get("num_classes")
+    if classes is not None and classes != model.num_classes:
+        raise ConfigError(
+            f"dataset {spec['name']!r} has {classes} classes, but the checkpoint's model "
+            f"predicts {model.num_classes}"
+        )
+    if spec.get("eval_batch_size"):
+        spec["batch_size"] = spec["eval_batch_size"]  # the train split, too, is only evaluated
+    return spec
+
+
+def build_trainer(
+    cfg: DictConfig,
+    loggers: list[Logger],
+    inference_mode: bool,
+    callbacks: Sequence[pl.Callback] = (),
+) -> pl.Trainer:
+    try:
+        trainer = instantiate(
+            cfg.trainer,
+            logger=loggers or False,
+            callbacks=list(callbacks),
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            inference_mode=inference_mode,
+        )
+    except InstantiationException as err:
+        raise ConfigError(f"trainer: {err.__cause__ or err}") from err
+    if trainer.num_devices * trainer.num_nodes != 1:
+        # The worst-image grid and throughput are per process; metrics would need a gather.
+        raise ConfigError("evaluate.py runs on one device: set trainer.devices=1")
+    return trainer
+
+
+def save_figures(
+    figures: Mapping[str, Figure | None], output_dir: Path, loggers: Sequence[Logger], tag: str
+) -> None:
+    """Each figure as <name>.png in the run directory and under <tag>/<name> in TensorBoard."""
+    for name, figure in figures.items():
+        if figure is None:
+            continue
+        figure.savefig(output_dir / f"{name}.png", dpi=110, bbox_inches="tight")
+        log_figure(loggers, f"{tag}/{name}", figure)
+
+
+def log_scalars(loggers: Sequence[Logger], report: Mapping[str, Any], tag: str) -> None:
+    scalars = {
+        f"{tag}/{key}": float(value)
+        for key, value in report.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    for logger in loggers:
+        logger.log_metrics(scalars, step=0)
+        logger.save()
+
+
+def use_split(datamodule: pl.LightningDataModule, split: str) -> None:
+    """Make Lightning's test loop read ``split``.
+
+    Passing the datamodule itself (not a bare dataloader) keeps its transfer hooks running, on
+    the device, exactly as in training.
+    """
+    if split != "test":
+        datamodule.test_dataloader = getattr(datamodule, f"{split}_dataloader")
+
+
+def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path`` (or predict, or export); write and return the report.
+
+    The metrics come from the task module's own test loop, the one training tests with: the
+    module is rebuilt from the checkpoint, and the report callbacks (zoo.evaluation.reports) add
+    what training does not log.
+    """
+    check_options(cfg)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    module, model = checkpoint.module, checkpoint.model
+    if model.task != "classification" and (cfg.get("attack") or cfg.get("predict")):
+        raise ConfigError(f"attack and predict are for classifiers; this is a {model.task} model")
+    spec = resolve_data(cfg, checkpoint)
+    datamodule = build_datamodule(spec)
+    report: dict[str, Any] = {
+        "checkpoint": str(cfg.ckpt_path),
+        "model": checkpoint.hparams["model"],
+        "task": model.task,
+        "dataset": spec["name"],
+        "image_size": spec["image_size"],
+    }
+
+    if cfg.get("predict") or cfg.get("export"):
+        if cfg.get("predict"):
+            files, batch = read_images(to_plain(cfg.predict), datamodule, model.in_channels)
+            trainer = build_trainer(cfg, [], inference_mode=True)
+            loader = DataLoader(TensorDataset(batch), batch_size=256)
+            probabilities = torch.cat(trainer.predict(module, dataloaders=loader))
+            names = module.names(datamodule)
+            report["predictions"] = top_k(files, probabilities, cfg.top_k, names)
+            print_predictions(report["predictions"])
+            _write_json(output_dir / "predictions.json", report)
+        if cfg.get("export"):
+            shape = (model.in_channels, spec["image_size"], spec["image_size"])
+            report["export"] = export_onnx(model, shape, output_dir / "model.onnx")
+        return report
+
+    attack = to_plain(cfg.get("attack"))
+    reports: list[Report] = [
+        Throughput(),
+        PerClass(model.num_classes, model.task),
+        WorstSamples(cfg.worst_images, model.task, model.num_classes),
+    ]
+    if attack:
+        mean, std = pixel_normalization(datamodule, model.in_channels)
+        reports.append(FGSMRobustness(attack["eps"], mean, std, attack.get("examples", 8)))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer = build_trainer(cfg, loggers, inference_mode=not attack, callbacks=reports)
+    use_split(datamodule, cfg.split)
+    [results] = trainer.test(module, datamodule=datamodule, verbose=False)
+    names = module.names(datamodule)
+    report.update(split=cfg.split, precision=str(trainer.precision), **metric_values(results))
+    for callback in reports:
+        report.update(callback.report(trainer, names))
+        save_figures(callback.figures(names), output_dir, loggers, callback.tag or cfg.split)
+    log_scalars(loggers, report, cfg.split)
+    print_report(report, names)
+    _write_json(output_dir / "metrics.json", report)
+    return report
+
+
+def read_images(
+    targets: str | Sequence[str], datamodule: Any, channels: int
+) -> tuple[list[Path], torch.Tensor]:
+    """The image files named, and the batch they make, preprocessed as the training data was."""
+    preprocess = getattr(datamodule, "preprocess_images", None)
+    if preprocess is None:
+        raise ConfigError(f"predict: {type(datamodule).__name__} cannot preprocess image files yet")
+    files = find_images(targets)
+    return files, preprocess(load_images(files, channels))
+
+
+def print_predictions(predictions: Sequence[Mapping[str, Any]]) -> None:
+    table = Table(title="predictions")
+    table.add_column("file")
+    table.add_column("classes (probability)")
+    for row in predictions:
+        best = "  ".join(f"{c['class']} {c['probability']:.1%}" for c in row["top_k"])
+        table.add_row(row["file"], best)
+    Console().print(table)
+
+
+def print_report(report: Mapping[str, Any], names: Sequence[str]) -> None:
+    console = Console()
+    console.print(f"checkpoint: {report['checkpoint']}", soft_wrap=True)
+    table = Table(title=f"{report['dataset']}, {report['split']} split")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in report.items():
+        if isinstance(value, int | float) and key != "image_size":
+            table.add_row(key, _cell(value))
+    console.print(table)
+    if len(names) <= MAX_DRAWN_CLASSES:
+        # One table: the confusion matrix, and each true class's own metrics beside its row.
+        table = Table(title="per class (rows: true class, columns: predicted)")
+        table.add_column("")
+        for name in names:
+            table.add_column(name, justify="right")
+        metrics = sorted({m for row in report["per_class"].values() for m in row})
+        for metric in metrics:
+            table.add_column(metric, justify="right", style="bold")
+        for name, counts in zip(names, report["confusion_matrix"], strict=True):
+            own = report["per_class"][name]
+            table.add_row(name, *(str(v) for v in counts), *(_cell(own.get(m)) for m in metrics))
+        # Wider than the terminal (or 80 columns in a pipe) rather than cut into ellipses.
+        needed = console.measure(table, options=console.options.update_width(10_000)).maximum
+        Console(width=max(console.width, needed)).print(table)
+    if "fgsm" in report:
+        fgsm = Table(title="FGSM")
+        fgsm.add_column("eps (pixels)", justify="right")
+        fgsm.add_column("accuracy", justify="right")
+        fgsm.add_row("clean", f"{report['acc']:.4f}")
+        for eps, acc in zip(report["fgsm"]["eps"], report["fgsm"]["acc"], strict=True):
+            fgsm.add_row(f"{eps:g}", f"{acc:.4f}")
+        console.print(fgsm)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
+
+
+def _write_json(path: Path, report: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps(report, indent=2) + "\n")
