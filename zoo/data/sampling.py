@@ -9,7 +9,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
 class ResumableBatchSampler(DistributedSampler):
@@ -84,6 +84,23 @@ class ResumableTrainingOrder:
                 self.trainer, self.splits["train"], self.hparams.batch_size
             )
         return self.train_sampler
+
+
+class LoaderPerSplit:
+    """Lightning's three dataloader hooks, for datamodules that build each split's loader in one
+    ``_loader(split)``."""
+
+    def _loader(self, split: str) -> DataLoader:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
 
 
 def split_batch_size(hparams: Mapping[str, Any], split: str) -> int:

@@ -94,21 +94,15 @@ class FGSMRobustness(Report):
         self.samples = 0
         self.shown = {}
 
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: torch.Tensor,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+    def update(
+        self, trainer: pl.Trainer, module: pl.LightningModule, logits: torch.Tensor, batch: Any
     ) -> None:
         images, targets = batch[0], batch[1]
         # Under the precision the clean forward pass ran at (bf16 autocast, say): Lightning
         # applies it to the test step, not to callbacks.
         with trainer.precision_plugin.forward_context():
-            adversarial = fgsm(pl_module, images, targets, self.eps, self.mean, self.std)
-            preds = torch.stack([pl_module(x).argmax(dim=1) for x in adversarial])
+            adversarial = fgsm(module, images, targets, self.eps, self.mean, self.std)
+            preds = torch.stack([module(x).argmax(dim=1) for x in adversarial])
         self.correct += (preds == targets).sum(dim=1)
         self.samples += len(targets)
         if not self.shown and self.examples > 0:
@@ -116,7 +110,7 @@ class FGSMRobustness(Report):
             self.shown = {
                 "clean": images[:n].detach().cpu(),
                 "adversarial": adversarial[-1][:n].detach().cpu(),
-                "clean_preds": outputs[:n].argmax(dim=1).cpu(),
+                "clean_preds": logits[:n].argmax(dim=1).cpu(),
                 "adversarial_preds": preds[-1, :n].cpu(),
                 "targets": targets[:n].cpu(),
             }

@@ -10,7 +10,6 @@ comes from ``zoo.models`` by a registered name with plain arguments, and class p
 
 from __future__ import annotations
 
-import inspect
 import pickle
 import re
 import warnings
@@ -84,8 +83,7 @@ def rebuild_task(name: str, hparams: Mapping[str, Any], path: Path) -> ZooTask:
         module_cls = task_class(name)
     except ConfigError as err:
         raise CheckpointError(f"{path}: {err}") from err
-    takes = set(inspect.signature(module_cls).parameters)
-    unknown = sorted(set(hparams) - takes)
+    unknown = sorted(set(hparams) - module_cls.options())
     if unknown:
         raise CheckpointError(
             f"{path}: hyper-parameters {unknown} are not arguments of {module_cls.__name__}: "

@@ -38,6 +38,22 @@ class Report(pl.Callback):
     # TensorBoard tag of the figures; None: the split's name.
     tag: str | None = None
 
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: torch.Tensor,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self.update(trainer, pl_module, outputs, batch)
+
+    def update(
+        self, trainer: pl.Trainer, module: pl.LightningModule, logits: torch.Tensor, batch: Any
+    ) -> None:
+        """One test batch (on the device, as the step saw it) and the logits it returned."""
+
     def report(self, trainer: pl.Trainer, class_names: Sequence[str]) -> dict[str, Any]:
         return {}
 
@@ -68,14 +84,8 @@ class Throughput(Report):
         self._synchronize(pl_module.device)
         self._started = time.perf_counter()
 
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+    def update(
+        self, trainer: pl.Trainer, module: pl.LightningModule, logits: torch.Tensor, batch: Any
     ) -> None:
         self.samples += len(batch[0])
 
@@ -111,16 +121,10 @@ class PerClass(Report):
             metric.to(pl_module.device)
             metric.reset()
 
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: torch.Tensor,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+    def update(
+        self, trainer: pl.Trainer, module: pl.LightningModule, logits: torch.Tensor, batch: Any
     ) -> None:
-        preds = outputs.argmax(dim=1)
+        preds = logits.argmax(dim=1)
         self.confusion.update(preds, batch[1])
         self.per_class.update(preds, batch[1])
 
@@ -166,19 +170,13 @@ class WorstSamples(Report):
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.worst = {}
 
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: torch.Tensor,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+    def update(
+        self, trainer: pl.Trainer, module: pl.LightningModule, logits: torch.Tensor, batch: Any
     ) -> None:
         if self.count <= 0:
             return
         images, targets = batch[0], batch[1]
-        logits = outputs.float()
+        logits = logits.float()
         losses = F.cross_entropy(logits, targets, reduction="none")
         preds = logits.argmax(dim=1)
         if self.task == "classification":

@@ -26,6 +26,7 @@ from zoo import data
 from zoo.core.config import CONFIG_DIR, instantiate_group, to_plain, validate
 from zoo.core.errors import ConfigError
 from zoo.core.plots import log_figure
+from zoo.evaluation import visualize
 from zoo.evaluation.attacks import FGSMRobustness, pixel_normalization
 from zoo.evaluation.checkpoint import Checkpoint, load_checkpoint
 from zoo.evaluation.onnx import export_onnx
@@ -56,6 +57,7 @@ def check_options(cfg: DictConfig) -> None:
         value = cfg.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
+    visualize.requested(cfg)  # the method names, before the checkpoint is read
     if cfg.get("export") is not None and cfg.export not in EXPORTS:
         raise ConfigError(f"export must be one of {', '.join(EXPORTS)}, got {cfg.export!r}")
     attack = cfg.get("attack")
@@ -201,6 +203,10 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "dataset": spec["name"],
         "image_size": spec["image_size"],
     }
+
+    if visualize.requested(cfg):
+        loggers = instantiate_group(cfg.get("logger"))
+        return visualize.visualize(cfg, checkpoint, datamodule, report, output_dir, loggers)
 
     if cfg.get("predict") or cfg.get("export"):
         if cfg.get("predict"):

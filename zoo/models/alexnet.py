@@ -39,6 +39,12 @@ def _local_response_norm() -> nn.LocalResponseNorm:
     return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
 
 
+def _conv_relu(in_channels: int, out_channels: int, lrn: bool, **conv: int) -> list[nn.Module]:
+    """A convolution and its ReLU, then local response normalisation where ``lrn``."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, **conv), nn.ReLU(inplace=True)]
+    return [*layers, _local_response_norm()] if lrn else layers
+
+
 @register_model("alexnet")
 class AlexNet(ZooModel):
     """AlexNet: five convolutions, three max pools, and three fully connected layers.
@@ -80,27 +86,17 @@ class AlexNet(ZooModel):
             widths = (64, 192, 384, 256, 256)
             conv1_padding = 2
 
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, widths[0], kernel_size=11, stride=4, padding=conv1_padding),
-            nn.ReLU(inplace=True),
-        ]
-        if lrn:
-            layers.append(_local_response_norm())
-        layers += [
+        # LRN follows the first two ReLUs only (Section 3.3).
+        layers = [
+            *_conv_relu(
+                in_channels, widths[0], lrn, kernel_size=11, stride=4, padding=conv1_padding
+            ),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(widths[0], widths[1], kernel_size=5, padding=2),
-            nn.ReLU(inplace=True),
-        ]
-        if lrn:
-            layers.append(_local_response_norm())
-        layers += [
+            *_conv_relu(widths[0], widths[1], lrn, kernel_size=5, padding=2),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(widths[1], widths[2], kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(widths[2], widths[3], kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(widths[3], widths[4], kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
+            *_conv_relu(widths[1], widths[2], False, kernel_size=3, padding=1),
+            *_conv_relu(widths[2], widths[3], False, kernel_size=3, padding=1),
+            *_conv_relu(widths[3], widths[4], False, kernel_size=3, padding=1),
             nn.MaxPool2d(kernel_size=3, stride=2),
         ]
         self.features = nn.Sequential(*layers)

@@ -4,6 +4,7 @@ Lightning's ThroughputMonitor turns into MFU."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -49,8 +50,9 @@ class ZooTask(pl.LightningModule):
     in the checkpoint so that evaluation can rebuild the same dataset and preprocessing.
 
     Subclasses set ``task`` (the models' ``task`` they accept), implement ``metrics`` and the
-    steps, and call ``super().__init__`` with the shared arguments first: its
-    ``save_hyperparameters()`` records theirs too.
+    steps, take their own options as keyword arguments and pass the shared ones on
+    (``**shared``) to ``super().__init__``, whose ``save_hyperparameters()`` records both.
+    ``options()`` lists them all.
     """
 
     task: ClassVar[str]
@@ -87,6 +89,17 @@ class ZooTask(pl.LightningModule):
         self.val_metrics = self.metrics(num_classes).clone(prefix="val/")
         self.test_metrics = self.metrics(num_classes).clone(prefix="test/")
 
+    @classmethod
+    def options(cls) -> set[str]:
+        """Every constructor argument: the shared ones and the subclass's own."""
+        shown = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return {
+            parameter.name
+            for klass in (ZooTask, cls)
+            for parameter in inspect.signature(klass.__init__).parameters.values()
+            if parameter.kind in shown and parameter.name != "self"
+        }
+
     def metrics(self, num_classes: int) -> MetricCollection:
         """The metrics every split logs, under ``{split}/``."""
         raise NotImplementedError
@@ -100,6 +113,21 @@ class ZooTask(pl.LightningModule):
             if names and len(names) == self.model.num_classes:
                 return [str(name) for name in names]
         return [str(i) for i in range(self.model.num_classes)]
+
+    def log_split(
+        self, split: str, loss: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor
+    ) -> None:
+        """Log ``{split}/loss`` (per step in training) and update and log the split's metrics
+        (per epoch) from ``outputs`` (what the metrics take: logits or predicted labels)."""
+        metrics = {"train": self.train_metrics, "val": self.val_metrics}.get(
+            split, self.test_metrics
+        )
+        metrics(outputs, targets)
+        size = len(targets)
+        self.log(f"{split}/loss", loss, prog_bar=split != "test", batch_size=size)
+        self.log_dict(
+            metrics, on_step=False, on_epoch=True, prog_bar=split == "val", batch_size=size
+        )
 
     def log_figure(self, tag: str, figure: Figure) -> None:
         log_figure(self.loggers, tag, figure, self.global_step)

@@ -3,7 +3,6 @@ the task module, the image size the model takes, the datamodule."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,11 +21,10 @@ def task_options(options: Mapping[str, Any], module_cls: type[ZooTask]) -> dict[
     classification; loss, dice_weight for segmentation); each module takes its own. A key that
     no task takes is a mistake.
     """
-    takes = {task: set(inspect.signature(cls).parameters) for task, cls in TASKS.items()}
-    unknown = sorted(set(options) - set().union(*takes.values()))
+    unknown = sorted(set(options) - set().union(*(cls.options() for cls in TASKS.values())))
     if unknown:
         raise ConfigError(f"task.{unknown[0]} is not an option of any task ({sorted(TASKS)})")
-    mine = set(inspect.signature(module_cls).parameters)
+    mine = module_cls.options()
     return {key: value for key, value in options.items() if key in mine}
 
 

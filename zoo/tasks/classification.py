@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -52,23 +52,9 @@ class ClassificationModule(ZooTask):
 
     task = "classification"
 
-    def __init__(
-        self,
-        model: Mapping[str, Any],
-        optimizer: Mapping[str, Any],
-        scheduler: Mapping[str, Any] | None = None,
-        label_smoothing: float = 0.0,
-        aux_loss_weight: float = AUX_LOSS_WEIGHT,
-        channels_last: bool = False,
-        compile: bool = False,
-        class_names: Sequence[str] | None = None,
-        log_images: int = 16,
-        data: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            model, optimizer, scheduler, label_smoothing, channels_last, compile, class_names,
-            log_images, data,
-        )  # fmt: skip
+    def __init__(self, aux_loss_weight: float = AUX_LOSS_WEIGHT, **shared: Any) -> None:
+        """``aux_loss_weight``: GoogLeNet's auxiliary losses' weight; ``shared``: ZooTask's."""
+        super().__init__(**shared)
 
     def metrics(self, num_classes: int) -> MetricCollection:
         return accuracy_metrics(num_classes)
@@ -83,19 +69,13 @@ class ClassificationModule(ZooTask):
     ) -> torch.Tensor:
         images, targets = batch
         loss, logits = self.loss(self(images), targets)
-        self.train_metrics(logits, targets)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(targets))
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(targets))
+        self.log_split("train", loss, logits, targets)
         return loss
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, targets = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, targets)
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics(logits, targets)
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(targets))
-        self.log_dict(metrics, prog_bar=stage == "val", batch_size=len(targets))
+        self.log_split(stage, F.cross_entropy(logits, targets), logits, targets)
         return logits
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

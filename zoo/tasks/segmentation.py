@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -65,28 +64,14 @@ class SegmentationModule(ZooTask):
 
     task = "segmentation"
 
-    def __init__(
-        self,
-        model: Mapping[str, Any],
-        optimizer: Mapping[str, Any],
-        scheduler: Mapping[str, Any] | None = None,
-        loss: str = "ce+dice",
-        dice_weight: float = 1.0,
-        label_smoothing: float = 0.0,
-        channels_last: bool = False,
-        compile: bool = False,
-        class_names: Sequence[str] | None = None,
-        log_images: int = 4,
-        data: Mapping[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, loss: str = "ce+dice", dice_weight: float = 1.0, **shared: Any) -> None:
+        """``loss``: one of LOSSES; ``dice_weight``: the Dice term's weight in ``ce+dice``;
+        ``shared``: ZooTask's (four overlays a validation by default)."""
         if loss not in LOSSES:
             raise ValueError(f"task.loss must be one of {LOSSES}, got {loss!r}")
         if dice_weight < 0:
             raise ValueError(f"task.dice_weight must be >= 0, got {dice_weight}")
-        super().__init__(
-            model, optimizer, scheduler, label_smoothing, channels_last, compile, class_names,
-            log_images, data,
-        )  # fmt: skip
+        super().__init__(**{"log_images": 4, **shared})
         num_classes = self.model.num_classes
         self.val_dice = dice_per_class(num_classes)
         self.test_dice = dice_per_class(num_classes)
@@ -109,20 +94,15 @@ class SegmentationModule(ZooTask):
         images, masks = batch
         logits = self(images)
         loss = self.loss(logits, masks)
-        self.train_metrics(logits.argmax(dim=1), masks)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(masks))
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(masks))
+        self.log_split("train", loss, logits.argmax(dim=1), masks)
         return loss
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, masks = batch
         logits = self(images)
         preds = logits.argmax(dim=1)
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics(preds, masks)
+        self.log_split(stage, self.loss(logits, masks), preds, masks)
         (self.val_dice if stage == "val" else self.test_dice).update(preds, masks)
-        self.log(f"{stage}/loss", self.loss(logits, masks), batch_size=len(masks))
-        self.log_dict(metrics, prog_bar=stage == "val", batch_size=len(masks))
         return logits
 
     def _log_dice(self, stage: str) -> None:

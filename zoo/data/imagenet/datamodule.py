@@ -46,14 +46,20 @@ from zoo.data.imagenet.layout import (
     split_samples,
 )
 from zoo.data.imagenet.transforms import eval_transform, normalize, train_transform
-from zoo.data.sampling import ResumableTrainingOrder, WholeBatches, as_is, split_batch_size
+from zoo.data.sampling import (
+    LoaderPerSplit,
+    ResumableTrainingOrder,
+    WholeBatches,
+    as_is,
+    split_batch_size,
+)
 
 log = logging.getLogger(__name__)
 
 DECODERS = ("cpu", "gpu")
 
 
-class ImageNetDataModule(ResumableTrainingOrder, pl.LightningDataModule):
+class ImageNetDataModule(LoaderPerSplit, ResumableTrainingOrder, pl.LightningDataModule):
     """ILSVRC-2012 classification: train on train/, validate and test on the official 50,000
     validation images (or validate on ``holdout_per_class`` training images per class)."""
 
@@ -204,15 +210,6 @@ class ImageNetDataModule(ResumableTrainingOrder, pl.LightningDataModule):
             )
         batch_size = split_batch_size(self.hparams, split)
         return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, **options)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
     def transfer_batch_to_device(
         self, batch: Any, device: torch.device, dataloader_idx: int

@@ -10,12 +10,12 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from zoo.data.imagenet.layout import NUM_CLASSES
-from zoo.data.sampling import split_batch_size
+from zoo.data.sampling import LoaderPerSplit, split_batch_size
 
 log = logging.getLogger(__name__)
 
 
-class ImageNetSyntheticDataModule(pl.LightningDataModule):
+class ImageNetSyntheticDataModule(LoaderPerSplit, pl.LightningDataModule):
     """SYNTHETIC: random images and labels with ImageNet's shapes, for throughput only.
 
     One fixed random batch lives on the training device and every step reuses it, so the
@@ -72,15 +72,6 @@ class ImageNetSyntheticDataModule(pl.LightningDataModule):
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
     def on_after_batch_transfer(
         self, batch: torch.Tensor, dataloader_idx: int
