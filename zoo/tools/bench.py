@@ -212,14 +212,29 @@ def bench_model(name: str, args: argparse.Namespace) -> BenchResult:
     spec, size = model_spec(name, args.image_size, args.num_classes)
     images = torch.randn(args.batch_size, 3, size, size, device=device)
     targets = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
-    train_s, infer_s, peak, flops = plain_loop(spec, (images, targets), args)
+    timings = plain_loop(spec, (images, targets), args)
     lightning_s = None if args.no_lightning else lightning_loop(spec, (images, targets), args)
     peak_flops = get_available_flops(device, PRECISIONS[args.precision])
+    return bench_result(name, device, size, args, timings, lightning_s, peak_flops)
+
+
+def bench_result(
+    name: str,
+    device: torch.device,
+    image_size: int,
+    args: argparse.Namespace,
+    timings: tuple[float, float, float, int],
+    lightning_s: float | None = None,
+    peak_flops: float | None = None,
+) -> BenchResult:
+    """One row from ``plain_loop``'s (train s, inference s, peak MB, FLOPs) and, if timed, the
+    Lightning step; MFU where the device's peak FLOP/s is known."""
+    train_s, infer_s, peak, flops = timings
     return BenchResult(
         model=name,
         device=device_name(device),
         batch_size=args.batch_size,
-        image_size=size,
+        image_size=image_size,
         precision=args.precision,
         channels_last=args.channels_last,
         compile=args.compile,
