@@ -1,0 +1,290 @@
+"""evaluate.py visualize=[...]: the lecture's CNN visualisations on a LeNet-5 quickly trained on
+synthetic MNIST (class k is a bright bar at its own height), checked by what they must achieve."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+
+from tests.conftest import (
+    UNET_MNIST_TOY,
+    compose_config,
+    run_for_metrics,
+    run_script,
+    synthetic_train_overrides,
+)
+from zoo.core.errors import ConfigError
+from zoo.evaluation.run import evaluate
+from zoo.evaluation.visualize.common import Context
+from zoo.evaluation.visualize.maps import filters
+from zoo.training.run import train
+
+# Few steps and starts: the properties hold well before the defaults' counts.
+QUICK = (
+    "logger=none",
+    "visualization.activation_max.steps=60",
+    "visualization.activation_max.starts=3",
+    "visualization.activation_max.filters=2",
+    "visualization.activation_max.data_samples=200",
+    "visualization.class_models.steps=150",
+    "visualization.saliency.samples=200",
+    "visualization.saliency.ig_steps=16",
+)
+
+
+def _train(data_dir: Path, run: Path, *overrides: str) -> Path:
+    cfg = compose_config(synthetic_train_overrides(data_dir) + list(overrides), run)
+    train(cfg, run)
+    GlobalHydra.instance().clear()
+    [best] = [p for p in (run / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
+    return best
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: these are batches of a few 32x32 images, and on a loaded two-core
+    machine two threads made each small op up to 30 times slower (0.4 ms vs 13 ms for a tanh)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def lenet(synthetic_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The best checkpoint of a LeNet-5 trained for eight epochs (40 steps) on synthetic MNIST."""
+    run = tmp_path_factory.mktemp("lenet")
+    return _train(synthetic_mnist, run, "trainer.max_epochs=8", "optimizer.lr=0.005", "logger=none")
+
+
+@pytest.fixture
+def run_visualize(
+    lenet: Path, synthetic_mnist: Path, tmp_path: Path
+) -> Iterator[Callable[..., dict[str, Any]]]:
+    """evaluate() with visualize=... and overrides, into tmp_path; returns the report."""
+
+    def run(*overrides: str, ckpt: Path | None = None, output_dir: Path | None = None) -> dict:
+        base = [
+            f"ckpt_path={ckpt or lenet}",
+            f"paths.data_dir={synthetic_mnist}",
+            "trainer.accelerator=cpu",
+        ]
+        cfg = compose_config(base + list(overrides), output_dir or tmp_path, "evaluate")
+        return evaluate(cfg, output_dir or tmp_path)
+
+    yield run
+    GlobalHydra.instance().clear()
+
+
+def test_every_method_reaches_what_the_lecture_promises(run_visualize, tmp_path: Path) -> None:
+    report = run_visualize(
+        "visualize=[filters,feature_maps,activation_max,class_models,saliency,deep_dream]",
+        *QUICK,
+        "logger=tensorboard",
+    )
+    # Class models: each image is its own class for the model that made it. This 40-step
+    # model is too unsure of itself for the 0.99 that the real LeNet-5 reaches
+    # (docs/visualization.md): its test digits reach 0.5 to 0.8.
+    for c, entry in report["class_models"]["classes"].items():
+        assert entry["pred"] == int(c) and entry["prob"] > 0.3, (c, entry)
+    # Activation maximisation: every start beats the unit's maximum over the test digits.
+    for layer, result in report["activation_max"].items():
+        for unit, entry in result["units"].items():
+            assert entry["exceeds_data"], (layer, unit, entry)
+            assert len(entry["reached"]) == 3
+    # Integrated gradients put the class on the bars, not on the noise around them. The plain
+    # gradient need not: this tanh LeNet is saturated on the bars, and the gradient there is
+    # smaller than on the background (measured: about 0.3 here; docs/visualization.md).
+    assert report["saliency"]["integrated_gradients"]["ink_ratio"] > 2
+    assert report["saliency"]["saliency"]["ink_ratio"] > 0
+    assert report["deep_dream"]["reached"] > report["deep_dream"]["start"]
+    assert json.loads((tmp_path / "metrics.json").read_text()) == report
+
+    pngs = {
+        "filters_features.0.png",
+        "filters_features.3.png",
+        "feature_maps_features.0.png",
+        "feature_maps_features.3.png",
+        "activation_max_features.0.png",
+        "activation_max_features.3.png",
+        "class_models.png",
+        "saliency.png",
+        "deep_dream.png",
+    }
+    assert pngs <= {p.name for p in tmp_path.iterdir()}
+    for name in pngs:
+        with Image.open(tmp_path / name) as image:
+            assert image.format == "PNG" and min(image.size) > 100, name
+    with Image.open(tmp_path / "class_models.png") as image:
+        assert image.width > 5 * image.height  # one row of ten classes
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    assert {f"visualize/{p.removesuffix('.png')}" for p in pngs} <= set(events.Tags()["images"])
+
+
+def test_chosen_layers_filters_pixels_and_classes(run_visualize) -> None:
+    report = run_visualize(
+        "visualize=[filters,feature_maps,activation_max,class_models]",
+        *QUICK,
+        "visualization.filters.layers=[features.3]",
+        "visualization.filters.channels=[0,5]",
+        "visualization.feature_maps.layers=[features.1]",
+        "visualization.feature_maps.image=7",
+        "visualization.activation_max.layers=[classifier.2]",
+        "visualization.activation_max.filters=[3]",
+        "visualization.activation_max.target=unit",
+        "visualization.activation_max.rho=20",
+        "visualization.class_models.classes=[2,7]",
+    )
+    assert list(report["filters"]) == ["features.3"]
+    assert report["feature_maps"]["features.1"]["shape"] == [6, 28, 28]
+    assert list(report["activation_max"]["classifier.2"]["units"]) == ["3"]
+    assert list(report["class_models"]["classes"]) == ["2", "7"]
+
+
+def test_feature_maps_of_an_image_file(run_visualize, tmp_path: Path) -> None:
+    digit = Image.new("L", (28, 28))
+    digit.paste(255, (4, 10, 24, 13))  # a bar, light on dark as MNIST's digits
+    digit.save(tmp_path / "bar.png")
+    report = run_visualize(
+        "visualize=[feature_maps,deep_dream]",
+        "logger=none",
+        f"visualization.feature_maps.image={tmp_path / 'bar.png'}",
+        f"visualization.deep_dream.image={tmp_path / 'bar.png'}",
+        "visualization.deep_dream.class=4",
+        output_dir=tmp_path / "run",
+    )
+    assert report["feature_maps"]["features.3"]["shape"] == [16, 10, 10]
+    assert report["deep_dream"]["reached"] > report["deep_dream"]["start"]
+    with Image.open(tmp_path / "run" / "feature_maps_features.0.png") as image:
+        assert image.format == "PNG"
+
+
+def test_norm_constraint_and_a_layer_target(run_visualize) -> None:
+    report = run_visualize(
+        "visualize=activation_max",
+        *QUICK,
+        "visualization.activation_max.layers=features.0",
+        "visualization.activation_max.target=layer",
+        "visualization.activation_max.data_samples=0",
+        "visualization.activation_max.tv=0.01",
+        "visualization.activation_max.jitter=1",
+    )
+    entry = report["activation_max"]["features.0"]["units"]["layer"]
+    assert entry["data_max"] is None and min(entry["reached"]) > 0
+
+
+BAD = [
+    (["visualize=[filters,sketch]"], "unknown method 'sketch'; valid: filters, feature_maps"),
+    (["visualize=filters", "visualization.filters.layers=[conv9]"], "has no layer 'conv9'"),
+    (["visualize=feature_maps", "visualization.feature_maps.layers=[x]"], "its layers: features"),
+    (["visualize=class_models", "visualization.class_models.classes=[10]"], "class 10 is out"),
+    (["visualize=deep_dream", "visualization.deep_dream.class=-1"], "class -1 is out of range"),
+    (["visualize=activation_max", "visualization.activation_max.steps=-1"], "steps must be"),
+    (["visualize=activation_max", "visualization.activation_max.rho=-2"], "rho must be"),
+    (["visualize=class_models", "visualization.class_models.l2=-0.1"], "l2 must be"),
+    (["visualize=deep_dream", "visualization.deep_dream.lr=-1"], "lr must be"),
+    (["visualize=activation_max", "visualization.activation_max.target=x"], "target must be"),
+    (["visualize=filters", "visualization.filters.layers=[classifier.0]"], "not a convolution"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD)
+def test_bad_input_is_one_config_error_line(
+    overrides: list[str], message: str, run_visualize
+) -> None:
+    with pytest.raises(ConfigError, match=message) as refused:
+        run_visualize(*overrides, "logger=none")
+    assert "\n" not in str(refused.value)
+
+
+def test_a_negative_setting_is_refused_before_the_checkpoint_is_read(
+    run_visualize, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"deep_dream\.steps must be a number >= 0, got -3"):
+        run_visualize(
+            "visualize=[filters,deep_dream]",
+            "visualization.deep_dream.steps=-3",
+            ckpt=tmp_path / "missing.ckpt",
+        )
+
+
+def test_filters_of_a_model_without_convolutions_is_refused(tmp_path: Path) -> None:
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    ctx = Context(mlp, "classification", 2, 1, 2, None, "test", *torch.zeros(2, 1), tmp_path, [])
+    with pytest.raises(ConfigError, match="has no convolutions to draw"):
+        filters(ctx, {})
+
+
+def test_class_models_make_no_sense_for_segmentation(
+    synthetic_mnist: Path, run_visualize, tmp_path: Path
+) -> None:
+    unet = _train(
+        synthetic_mnist, tmp_path / "unet", *UNET_MNIST_TOY, "trainer.max_epochs=1", "logger=none"
+    )
+    with pytest.raises(ConfigError, match="class_models is for classification models") as err:
+        run_visualize("visualize=class_models", "logger=none", ckpt=unet)
+    assert "segmentation" in str(err.value)
+    report = run_visualize(
+        "visualize=[filters,feature_maps]",
+        "logger=none",
+        "visualization.filters.layers=[stem.0]",
+        "visualization.feature_maps.layers=[stem.0]",
+        ckpt=unet,
+        output_dir=tmp_path / "ok",
+    )
+    assert (tmp_path / "ok" / "filters_stem.0.png").is_file()
+    assert report["feature_maps"]["stem.0"]["shape"][1:] == [32, 32]
+
+
+def test_a_bad_method_on_the_command_line_is_one_line_and_exit_2(
+    lenet: Path, tmp_path: Path
+) -> None:
+    result = run_script(
+        "evaluate.py",
+        f"ckpt_path={lenet}",
+        "visualize=[filters,nope]",
+        f"hydra.run.dir={tmp_path}",
+        timeout=120,
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: visualize: unknown method 'nope'; valid: filters"), line
+
+
+@pytest.mark.slow
+def test_on_a_lenet_trained_on_real_mnist_class_models_are_certain_and_units_beat_the_data(
+    tmp_path: Path,
+) -> None:
+    """The issue's properties at their stated strength, on a LeNet-5 of two epochs on the real
+    MNIST (98.8% test accuracy): each class model is its own class with softmax >= 0.99, every
+    optimised unit beats its maximum over 2,000 test digits, and integrated gradients put the
+    class on the ink."""
+    run_for_metrics(
+        "train.py", tmp_path, "trainer.max_epochs=2", "logger=none", "callbacks.progress_bar=null"
+    )
+    [best] = [p for p in tmp_path.glob("train/runs/*/checkpoints/*.ckpt") if p.stem != "last"]
+    _, report = run_for_metrics(
+        "evaluate.py",
+        tmp_path,
+        f"ckpt_path={best}",
+        "visualize=[activation_max,class_models,saliency]",
+        "visualization.activation_max.data_samples=2000",
+        "visualization.saliency.samples=500",
+        "logger=none",
+        "trainer.accelerator=cpu",
+    )
+    for c, entry in report["class_models"]["classes"].items():
+        assert entry["pred"] == int(c) and entry["prob"] >= 0.99, (c, entry)
+    for layer, result in report["activation_max"].items():
+        for unit, entry in result["units"].items():
+            assert entry["exceeds_data"], (layer, unit, entry)
+    assert report["saliency"]["integrated_gradients"]["ink_ratio"] > 1

@@ -1,0 +1,86 @@
+"""Which pixels a class score depends on: Simonyan et al.'s (2013) saliency |∂S_c/∂x|, max over
+channels, and integrated gradients (Sundararajan et al. 2017), both from captum."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from captum.attr import IntegratedGradients, Saliency
+
+from zoo.core.errors import ConfigError
+from zoo.core.plots import labelled_grid
+from zoo.evaluation.visualize.common import Context, check_number, split_samples
+
+ATTRIBUTIONS = ("saliency", "integrated_gradients")
+
+
+def saliency(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Saliency and integrated-gradient maps of the predicted class for ``samples`` samples of
+    the split (the first ``shown`` drawn); with ``ink_threshold``, each map's mean on pixels
+    brighter than it (a digit's ink) over its mean on the rest."""
+    samples, shown, steps = cfg.get("samples", 8), cfg.get("shown", 8), cfg.get("ig_steps", 32)
+    check_number("saliency", "samples", samples, low=1, integer=True)
+    check_number("saliency", "shown", shown, integer=True)
+    check_number("saliency", "ig_steps", steps, low=1, integer=True)
+    methods = list(cfg.get("methods", ATTRIBUTIONS))
+    for method in methods:
+        if method not in ATTRIBUTIONS:
+            raise ConfigError(
+                f"visualization.saliency.methods: {method!r} is not one of "
+                f"{', '.join(ATTRIBUTIONS)}"
+            )
+    threshold = cfg.get("ink_threshold")
+    if threshold is not None:
+        check_number("saliency", "ink_threshold", threshold)
+    images, labels = split_samples(ctx, count=samples)
+    with torch.no_grad():
+        preds = torch.cat([ctx.model(chunk).argmax(1) for chunk in images.split(256)])
+    maps: dict[str, list[torch.Tensor]] = {method: [] for method in methods}
+    low = ctx.bounds()[0].to(ctx.device)
+    for chunk, target in zip(images.split(64), preds.split(64), strict=True):
+        chunk = chunk.detach().clone().requires_grad_(True)
+        if "saliency" in maps:
+            grads = Saliency(ctx.model).attribute(chunk, target=target, abs=True)
+            maps["saliency"].append(grads.amax(dim=1).detach())
+        if "integrated_gradients" in maps:
+            # The baseline is a black image in pixel space (MNIST's background).
+            baseline = low.expand_as(chunk)
+            ig = IntegratedGradients(ctx.model).attribute(
+                chunk, baselines=baseline, target=target, n_steps=steps, internal_batch_size=256
+            )
+            maps["integrated_gradients"].append(ig.abs().amax(dim=1).detach())
+    pixels = ctx.to_pixels(images)
+    results: dict[str, Any] = {
+        "samples": len(images),
+        "target": "predicted class",
+        "acc": float((preds == labels).float().mean()) if labels.dim() == 1 else None,
+    }
+    rows = [pixels[:shown].cpu()]
+    titles = [f"pred {p}" for p in preds[:shown].tolist()]
+    for method, parts in maps.items():
+        heat = torch.cat(parts)
+        entry: dict[str, Any] = {"mean": float(heat.mean())}
+        if threshold is not None:
+            ink = pixels.amax(dim=1) > threshold
+            on, off = heat[ink].mean(), heat[~ink].mean()
+            entry.update(ink_mean=float(on), background_mean=float(off))
+            entry["ink_ratio"] = float(on / off.clamp_min(1e-12))
+        results[method] = entry
+        scale = heat[:shown].flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+        rows.append((heat[:shown] / scale).unsqueeze(1).cpu())
+        titles += [method.replace("_", " ")] * len(rows[-1])
+    if shown:
+        channels = rows[0].shape[1]
+        grid = torch.cat([rows[0], *(row.expand(-1, channels, -1, -1) for row in rows[1:])])
+        figure = labelled_grid(
+            grid,
+            titles,
+            columns=len(rows[0]),
+            rescale=False,
+        )
+        figure.suptitle("saliency |dS_c/dx| (max over channels) and integrated gradients")
+        figure.tight_layout()
+        results["png"] = ctx.save("saliency", figure)
+    return results

@@ -1,0 +1,267 @@
+"""Inputs made by gradient ascent: activation maximisation (a layer's norm, one filter, or one
+unit), Simonyan et al.'s (2013) class models, and multi-octave deep dream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.core.errors import ConfigError
+from zoo.core.plots import labelled_grid
+from zoo.evaluation.checkpoint import load_checkpoint
+from zoo.evaluation.visualize.common import (
+    Ascent,
+    Context,
+    Recorder,
+    check_class,
+    check_number,
+    chosen_layers,
+    convolutions,
+    find_layer,
+    fit_input,
+    input_image,
+    random_start,
+    split_samples,
+)
+
+TARGETS = ("unit", "filter", "layer")
+
+
+def _output_of(ctx: Context, name: str, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with Recorder({name: layer}) as recorder:
+        ctx.model(x)
+    return recorder.outputs[name]
+
+
+def _objective(
+    ctx: Context, name: str, layer: nn.Module, kind: str, unit: int, pixel: tuple[int, int]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One value per image: the unit u_{k,i,j}, filter k's mean, or the layer's norm ||u||."""
+
+    def value(x: torch.Tensor) -> torch.Tensor:
+        out = _output_of(ctx, name, layer, x).float()
+        if kind == "layer":
+            return out.flatten(1).norm(dim=1)
+        if out.dim() == 2:  # a fully connected layer: a unit is a neuron
+            return out[:, unit]
+        if kind == "filter":
+            return out[:, unit].flatten(1).mean(1)
+        return out[:, unit, pixel[0], pixel[1]]
+
+    return value
+
+
+def _units(section: str, spec: Any, count: int, name: str) -> list[int]:
+    units = list(range(min(spec, count))) if isinstance(spec, int) else list(spec)
+    for unit in units:
+        if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit < count:
+            raise ConfigError(
+                f"visualization.{section}.filters: {unit!r} is out of range: {name} has {count}"
+            )
+    return units
+
+
+def activation_max(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """For each target, ``starts`` inputs from N(0, 1) pushed up by gradient ascent; each
+    reached value is reported beside the target's maximum over ``data_samples`` of the split."""
+    ascent = Ascent.from_config("activation_max", cfg)
+    kind = cfg.get("target", "unit")
+    if kind not in TARGETS:
+        raise ConfigError(
+            f"visualization.activation_max.target must be one of {', '.join(TARGETS)}, got {kind!r}"
+        )
+    starts, samples = cfg.get("starts", 9), cfg.get("data_samples", 0)
+    check_number("activation_max", "starts", starts, low=1, integer=True)
+    check_number("activation_max", "data_samples", samples, integer=True)
+    filters = cfg.get("filters", 4)
+    if isinstance(filters, int):
+        check_number("activation_max", "filters", filters, low=1, integer=True)
+    layers = chosen_layers(ctx, cfg.get("layers"), "activation_max")
+    generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
+    data = split_samples(ctx, count=samples)[0] if samples else None
+    probe = random_start(ctx, 1, generator)
+    results: dict[str, Any] = {}
+    for name, layer in layers.items():
+        with torch.no_grad():
+            shape = _output_of(ctx, name, layer, probe).shape[1:]
+        pixel = cfg.get("pixel")
+        if len(shape) == 3:
+            pixel = (shape[1] // 2, shape[2] // 2) if pixel is None else tuple(pixel)
+            if len(pixel) != 2 or not all(
+                0 <= p < s for p, s in zip(pixel, shape[1:], strict=True)
+            ):
+                raise ConfigError(
+                    f"visualization.activation_max.pixel: {list(pixel)} is outside {name}'s "
+                    f"{shape[1]}x{shape[2]} maps"
+                )
+        units = [0] if kind == "layer" else _units("activation_max", filters, shape[0], name)
+        images, titles, reached = [], [], {}
+        for unit in units:
+            objective = _objective(ctx, name, layer, kind, unit, pixel or (0, 0))
+            x = ascent.run(ctx, random_start(ctx, starts, generator), objective, generator)
+            with torch.no_grad():
+                values = objective(x).tolist()
+                data_max = None
+                if data is not None:
+                    data_max = max(float(objective(chunk).max()) for chunk in data.split(500))
+            key = "layer" if kind == "layer" else str(unit)
+            reached[key] = {
+                "reached": values,
+                "min_reached": min(values),
+                "data_max": data_max,
+                "exceeds_data": None if data_max is None else min(values) > data_max,
+            }
+            images.append(ctx.to_pixels(x).cpu())
+            titles += [f"{key}: {v:.2f}" for v in values]
+        figure = labelled_grid(torch.cat(images), titles, columns=starts, rescale=False)
+        where = f" at pixel {list(pixel)}" if kind == "unit" and pixel else ""
+        figure.suptitle(f"{name}: maximised {kind}s{where}, {starts} starts each", fontsize=10)
+        figure.tight_layout()
+        results[name] = {
+            "target": kind,
+            "pixel": list(pixel) if kind == "unit" and pixel else None,
+            "units": reached,
+            "png": ctx.save(f"activation_max_{name}", figure),
+        }
+    return results
+
+
+MAX_CLASS_MODELS = 64
+
+
+def class_models(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Simonyan et al. (2013): argmax_x S_c(x) - l2 ||x||², S_c the class score before the
+    softmax, from N(0, 1); each image's softmax probability for its class is reported, and for
+    any ``other_ckpts`` whether those models see the same class."""
+    ascent = Ascent.from_config("class_models", cfg)
+    classes = cfg.get("classes")
+    if classes is None:
+        if ctx.num_classes > MAX_CLASS_MODELS:
+            raise ConfigError(
+                f"visualization.class_models: the model has {ctx.num_classes} classes; choose "
+                "a few with visualization.class_models.classes=[...]"
+            )
+        classes = list(range(ctx.num_classes))
+    classes = [check_class(ctx, c, "class_models") for c in list(classes)]
+    generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
+    x = ascent.run(
+        ctx,
+        random_start(ctx, len(classes), generator),
+        lambda batch: ctx.model(batch).float()[torch.arange(len(classes)), classes],
+        generator,
+    )
+    with torch.no_grad():
+        probs = F.softmax(ctx.model(x).float(), dim=1)
+    own = probs[torch.arange(len(classes)), classes].tolist()
+    preds = probs.argmax(1).tolist()
+    results: dict[str, Any] = {
+        str(c): {"prob": p, "pred": k} for c, p, k in zip(classes, own, preds, strict=True)
+    }
+    summary: dict[str, Any] = {"min_prob": min(own), "classes": results}
+    others = {}
+    for path in cfg.get("other_ckpts") or []:
+        other = load_checkpoint(path).model.to(ctx.device).eval()
+        if other.num_classes != ctx.num_classes:
+            raise ConfigError(
+                f"visualization.class_models.other_ckpts: {path} predicts "
+                f"{other.num_classes} classes, not {ctx.num_classes}"
+            )
+        with torch.no_grad():
+            theirs = F.softmax(other(x).float(), dim=1)
+        same = (theirs.argmax(1) == torch.as_tensor(classes, device=ctx.device)).tolist()
+        others[str(path)] = {
+            "same_class": int(sum(same)),
+            "of": len(classes),
+            "prob": theirs[torch.arange(len(classes)), classes].tolist(),
+        }
+    if others:
+        summary["other_ckpts"] = others
+    titles = [f"class {c}: p={p:.3f}" for c, p in zip(classes, own, strict=True)]
+    figure = labelled_grid(ctx.to_pixels(x), titles, columns=min(10, len(classes)), rescale=False)
+    figure.suptitle(f"class models (Simonyan et al. 2013), l2 = {ascent.l2:g}", fontsize=10)
+    figure.tight_layout()
+    summary["png"] = ctx.save("class_models", figure)
+    return summary
+
+
+def _accepts(model: nn.Module, side: int) -> bool:
+    try:
+        model.check_input_size(side)
+    except (ValueError, AttributeError):
+        return False
+    return True
+
+
+def deep_dream(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep dream: gradient ascent of a layer's norm (or a class score) from an input image,
+    octave by octave from coarse to fine, the detail each octave adds carried to the next.
+
+    Written by hand (no library here does it). Models that take only their training size
+    (LeNet-5) see each octave resized to it, inside the graph.
+    """
+    ascent = Ascent.from_config("deep_dream", cfg)
+    octaves, scale = cfg.get("octaves", 3), cfg.get("scale", 1.4)
+    check_number("deep_dream", "octaves", octaves, low=1, integer=True)
+    check_number("deep_dream", "scale", scale, low=1)
+    target = cfg.get("class")
+    if target is not None:
+        if ctx.task != "classification":
+            raise ConfigError(
+                "visualization.deep_dream.class is for classifiers (task classification); "
+                f"this is a {ctx.task} model: dream a layer instead"
+            )
+        check_class(ctx, target, "deep_dream")
+        label = f"class {target}"
+
+        def objective(x: torch.Tensor) -> torch.Tensor:
+            return ctx.model(fit(x)).float()[:, target]
+    else:
+        name = cfg.get("layer")
+        if name is None:
+            convs = list(convolutions(ctx.model))
+            if not convs:
+                raise ConfigError("visualization.deep_dream: the model has no convolutions")
+            name = convs[-1]
+        layer = find_layer(ctx.model, name, "deep_dream")
+        label = f"layer {name}"
+
+        def objective(x: torch.Tensor) -> torch.Tensor:
+            return _output_of(ctx, name, layer, fit(x)).float().flatten(1).pow(2).mean(1)
+
+    def fit(x: torch.Tensor) -> torch.Tensor:
+        if _accepts(ctx.model, x.shape[-1]):
+            return x
+        return fit_input(ctx.model, x, ctx.image_size)
+
+    base = input_image(ctx, cfg.get("image", 0), "deep_dream")
+    side = base.shape[-1]
+    sizes = [max(4, round(side / scale**k)) for k in reversed(range(octaves))]
+    generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))  # the jitter's
+    detail = torch.zeros_like(base)
+    with torch.no_grad():
+        start = float(objective(base)[0])
+    for size in sizes:
+        shrunk = F.interpolate(base, size=(size, size), mode="bilinear", align_corners=False)
+        grown = F.interpolate(detail, size=(size, size), mode="bilinear", align_corners=False)
+        dreamt = ascent.run(ctx, shrunk + grown, objective, generator)
+        detail = dreamt - shrunk
+    with torch.no_grad():
+        end = float(objective(dreamt)[0])
+    figure = labelled_grid(
+        torch.cat([ctx.to_pixels(base), ctx.to_pixels(dreamt)]).cpu(),
+        ["input", f"dream: {label}"],
+        columns=2,
+        rescale=False,
+    )
+    figure.tight_layout()
+    return {
+        "target": label,
+        "octaves": sizes,
+        "start": start,
+        "reached": end,
+        "png": ctx.save("deep_dream", figure),
+    }
