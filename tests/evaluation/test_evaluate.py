@@ -72,6 +72,19 @@ def run_evaluate(trained: Trained, tmp_path: Path) -> Iterator[Callable[..., dic
     GlobalHydra.instance().clear()
 
 
+def test_float64_weights_are_cast_and_evaluate_as_the_float32_ones(
+    trained: Trained, run_evaluate, tmp_path: Path
+) -> None:
+    ckpt = torch.load(trained.ckpt, weights_only=True, map_location="cpu")
+    ckpt["state_dict"] = {
+        k: v.double() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()
+    }
+    path = tmp_path / "float64.ckpt"
+    torch.save(ckpt, path)
+    report = run_evaluate("logger=none", ckpt=path, output_dir=tmp_path / "run")
+    assert report["acc"] == trained.metrics["test/acc"]
+
+
 def test_metrics_equal_the_training_runs_test_metrics(
     trained: Trained, run_evaluate, tmp_path: Path
 ) -> None:
@@ -168,6 +181,18 @@ def bad_checkpoint(case: str, good: Path, tmp_path: Path, marker: Path) -> Path:
         weights["model.classifier.4.weight"] = torch.zeros(11, 84)
     elif case == "missing weights":
         del weights["model.features.0.bias"]
+    elif case == "nan weights":
+        weights["model.features.3.weight"][0, 0, 0, 0] = float("nan")
+    elif case == "infinite weights":
+        weights["model.classifier.0.bias"][3] = float("inf")
+    elif case == "integer weights":
+        weights["model.classifier.2.weight"] = weights["model.classifier.2.weight"].long()
+    elif case == "complex weights":
+        weights["model.features.0.bias"] = weights["model.features.0.bias"].to(torch.complex64)
+    elif case == "a billion classes":
+        # 0.3 MB of LeNet's weights claiming a head of 84 x 10^9 floats (336 GB): refused on
+        # the meta device, or this test would run out of memory.
+        hparams["model"]["num_classes"] = 10**9
     torch.save(ckpt, path)
     return path
 
@@ -179,6 +204,11 @@ BROKEN = {
     "unknown model": r"model 'os.system' is not a zoo model; available: alexnet, googlenet",
     "wrong shapes": r"weights do not fit LeNet5: size mismatch for classifier.4.weight",
     "missing weights": r"weights do not fit LeNet5: Missing key.*features.0.bias",
+    "nan weights": r"weight 'features.3.weight' holds NaN or infinite values",
+    "infinite weights": r"weight 'classifier.0.bias' holds NaN or infinite values",
+    "integer weights": r"weight 'classifier.2.weight' is torch.int64, where LeNet5 holds torch.fl",
+    "complex weights": r"weight 'features.0.bias' is torch.complex64",
+    "a billion classes": r"weights do not fit LeNet5: size mismatch for classifier.4.weight",
     "truncated": r"not a readable PyTorch checkpoint \(truncated or corrupt\?\)",
     "not a checkpoint": r"not a readable PyTorch checkpoint",
     "empty": r"checkpoint .*empty.ckpt is empty",

@@ -70,10 +70,23 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     hparams = raw.get("hyper_parameters")
     if not isinstance(hparams, dict):
         raise CheckpointError(f"{path} holds no hyper_parameters: it is not a zoo checkpoint")
-    name, _ = model_spec(hparams, path)
+    name, arguments = model_spec(hparams, path)
     refuse_class_paths(hparams, f"{path}: its hyper-parameters")
+    weights = network_weights(raw.get("state_dict"), path)
+    # The file's claims are checked on the meta device first: absurd model arguments (a
+    # billion classes) must be refused before they allocate anything real.
+    try:
+        with torch.device("meta"):
+            skeleton = models.build(name, **arguments)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: its model spec does not build: {err}") from err
+    check_values(skeleton, weights, path)
+    with warnings.catch_warnings():
+        # Into meta tensors a load only checks keys and shapes, as it is meant to here.
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
+        load_weights(skeleton, weights, path)
     module = rebuild_task(name, hparams, path)
-    load_weights(module.model, raw.get("state_dict"), path)
+    load_weights(module.model, weights, path)
     return Checkpoint(module.eval(), hparams, data_spec(raw, path))
 
 
@@ -176,8 +189,8 @@ def refuse_class_paths(node: Any, where: str) -> None:
             refuse_class_paths(value, where)
 
 
-def load_weights(model: models.ZooModel, state_dict: Any, path: Path) -> None:
-    """``load_state_dict(strict=True)`` of the ``model.*`` entries, errors condensed to a line."""
+def network_weights(state_dict: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The network's tensors: the ``model.*`` entries of the task module's state_dict."""
     if not isinstance(state_dict, Mapping):
         raise CheckpointError(f"{path} holds no state_dict")
     # Entries outside ``model.`` belong to the LightningModule around the network, not to it.
@@ -191,6 +204,34 @@ def load_weights(model: models.ZooModel, state_dict: Any, path: Path) -> None:
     not_tensors = sorted(k for k, v in weights.items() if not isinstance(v, torch.Tensor))
     if not_tensors:
         raise CheckpointError(f"{path}: state_dict entries are not tensors: {not_tensors[:5]}")
+    return weights
+
+
+def check_values(model: models.ZooModel, weights: Mapping[str, torch.Tensor], path: Path) -> None:
+    """CheckpointError for a tensor whose kind differs from the model's (integer, bool or complex
+    where it holds floats, or the reverse) or that holds NaN or infinity: such weights would load
+    and evaluate to a plausible, wrong figure. A float64 copy of float32 weights is cast."""
+    expected = model.state_dict()
+    for key, tensor in weights.items():
+        want = expected.get(key)
+        if want is None:
+            continue  # an unexpected key: load_weights names it
+        same_kind = tensor.is_floating_point() == want.is_floating_point() and not (
+            tensor.is_complex() or tensor.dtype == torch.bool
+        )
+        if not same_kind:
+            raise CheckpointError(
+                f"{path}: weight {key!r} is {tensor.dtype}, where {model.display_name} holds "
+                f"{want.dtype}: a damaged or foreign checkpoint"
+            )
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{path}: weight {key!r} holds NaN or infinite values: a damaged checkpoint"
+            )
+
+
+def load_weights(model: models.ZooModel, weights: Mapping[str, torch.Tensor], path: Path) -> None:
+    """``load_state_dict(strict=True)``, its errors condensed to one line."""
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
