@@ -10,8 +10,6 @@ comes from ``zoo.models`` by a registered name with plain arguments, and class p
 
 from __future__ import annotations
 
-import pickle
-import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +19,7 @@ import torch
 
 from zoo import models
 from zoo.core.errors import ConfigError
+from zoo.models.loading import WeightsError, check_values, load_weights, safe_load
 from zoo.tasks import task_class
 from zoo.tasks.base import ZooTask
 
@@ -39,10 +38,9 @@ CLASS_PATH_KEYS = frozenset(
     }
 )
 MODEL_PREFIX = "model."  # the zoo's LightningModules hold their network as ``self.model``
-_MAX_DETAIL = 300
 
 
-class CheckpointError(ConfigError):
+class CheckpointError(WeightsError):
     """A checkpoint that is missing, unreadable, hostile, or does not fit its own model."""
 
 
@@ -111,35 +109,8 @@ def rebuild_task(name: str, hparams: Mapping[str, Any], path: Path) -> ZooTask:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with each way of failing turned into one clear line."""
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} is not a file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty")
-    try:
-        with warnings.catch_warnings():
-            # e.g. "Detected pickle protocol 4": noise next to the one line that matters.
-            warnings.simplefilter("ignore")
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # The weights-only unpickler stopped before creating any object the file asked for.
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        what = (
-            f"it holds pickled code (it would call {found.group(1)})"
-            if found
-            else f"the weights-only loader rejects it ({_last_line(err)})"
-        )
-        raise CheckpointError(
-            f"refusing to load {path}: {what}, which a checkpoint of weights never needs; "
-            "nothing from the file was run"
-        ) from err
-    except Exception as err:  # zip, EOF, pickle-opcode errors: all mean "not a checkpoint"
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
-            f"{type(err).__name__}: {_first_line(err)}"
-        ) from err
+    """The checkpoint's dict, read weights-only (``zoo.models.loading.safe_load``)."""
+    raw = safe_load(path, "checkpoint")
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a checkpoint dict")
     return raw
@@ -205,52 +176,3 @@ def network_weights(state_dict: Any, path: Path) -> dict[str, torch.Tensor]:
     if not_tensors:
         raise CheckpointError(f"{path}: state_dict entries are not tensors: {not_tensors[:5]}")
     return weights
-
-
-def check_values(model: models.ZooModel, weights: Mapping[str, torch.Tensor], path: Path) -> None:
-    """CheckpointError for a tensor whose kind differs from the model's (integer, bool or complex
-    where it holds floats, or the reverse) or that holds NaN or infinity: such weights would load
-    and evaluate to a plausible, wrong figure. A float64 copy of float32 weights is cast."""
-    expected = model.state_dict()
-    for key, tensor in weights.items():
-        want = expected.get(key)
-        if want is None:
-            continue  # an unexpected key: load_weights names it
-        same_kind = tensor.is_floating_point() == want.is_floating_point() and not (
-            tensor.is_complex() or tensor.dtype == torch.bool
-        )
-        if not same_kind:
-            raise CheckpointError(
-                f"{path}: weight {key!r} is {tensor.dtype}, where {model.display_name} holds "
-                f"{want.dtype}: a damaged or foreign checkpoint"
-            )
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(
-                f"{path}: weight {key!r} holds NaN or infinite values: a damaged checkpoint"
-            )
-
-
-def load_weights(model: models.ZooModel, weights: Mapping[str, torch.Tensor], path: Path) -> None:
-    """``load_state_dict(strict=True)``, its errors condensed to one line."""
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as err:
-        # torch lists every problem on its own tab-indented line after a header.
-        problems = "; ".join(line.strip() for line in str(err).splitlines()[1:] if line.strip())
-        if len(problems) > _MAX_DETAIL:
-            problems = problems[:_MAX_DETAIL] + " ..."
-        raise CheckpointError(
-            f"{path}: its weights do not fit {model.display_name}: {problems}"
-        ) from err
-
-
-def _first_line(err: BaseException) -> str:
-    """The first sentence of an error message (torch's run on with advice)."""
-    text = str(err).strip()
-    return text.splitlines()[0].split(". ")[0][:_MAX_DETAIL] if text else "(no message)"
-
-
-def _last_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    useful = [line for line in lines if "WeightsUnpickler error" in line or "Unsupported" in line]
-    return (useful or lines or ["refused by the weights-only unpickler"])[-1][:_MAX_DETAIL]
