@@ -336,7 +336,10 @@ def test_predictions_on_image_files_match_the_training_pipeline(
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"\x89PNG\r\n\x1a\n garbage", "is not a readable PNG, JPEG or WebP image"),
+        (
+            b"\x89PNG\r\n\x1a\n garbage",
+            r"cannot read .*broken.png: not a readable PNG, JPEG, WebP or GIF",
+        ),
         (None, "no PNG, JPEG or WebP files in"),
     ],
 )

@@ -41,12 +41,13 @@ SMALL_KWARGS: dict[str, dict[str, Any]] = {
     "vgg13": {"num_classes": 5},
     "vgg16": {"num_classes": 5},
     "vgg19": {"num_classes": 5},
+    **{f"vgg{depth}_bn": {"num_classes": 5} for depth in (11, 13, 16, 19)},
 }
 
 # Every VGG carries fc6's 102 M weights whatever its depth: a few seconds to build and to train a
 # step on two CPU cores. VGG16 stands for its family in the default run; the others share its
 # code and run with the slow tests.
-SLOW_TO_BUILD = {"vgg11", "vgg13", "vgg19"}
+SLOW_TO_BUILD = {"vgg11", "vgg13", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"}
 
 slow = pytest.mark.slow
 
@@ -102,7 +103,7 @@ def count_parameters(name: str, **kwargs: Any) -> int:
 
 ALL_NAMES = [
     "alexnet", "googlenet", "lenet", "resnet18", "resnet34", "resnet50", "unet",
-    "vgg11", "vgg13", "vgg16", "vgg19",
+    "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
 ]  # fmt: skip
 
 
@@ -149,6 +150,8 @@ def test_a_variants_fixed_arguments_are_not_user_settable(name: str, fixed: dict
         ("vgg13", VGG, {"cfg": "B"}),
         ("vgg16", VGG, {"cfg": "D"}),
         ("vgg19", VGG, {"cfg": "E"}),
+        ("vgg11_bn", VGG, {"cfg": "A", "batch_norm": True}),
+        ("vgg16_bn", VGG, {"cfg": "D", "batch_norm": True}),
     ],
 )
 def test_variants_are_a_class_and_fixed_arguments(
@@ -407,6 +410,7 @@ def test_input_spec_check_messages() -> None:
         ("vgg16", {"batch_norm": True}, 138_365_992),
         ("vgg19", {}, 143_667_240),
         ("vgg19", {"batch_norm": True}, 143_678_248),
+        *((f"vgg{d}_bn", {}, n) for d, n in ((11, 132_868_840), (16, 138_365_992))),
         ("googlenet", {}, 13_004_888),
         ("googlenet", {"aux_logits": False}, 6_624_904),
         ("resnet18", {}, 11_689_512),
@@ -434,6 +438,10 @@ def _vgg_cases() -> list[Any]:
             kwargs = {"batch_norm": True} if bn else {}
             builder = getattr(torchvision.models, tv_name)
             cases.append(pytest.param(name, kwargs, builder, 32, marks=marks, id=tv_name))
+        # The same network by torchvision's name (vgg16 with batch_norm=True stands for it).
+        tv_name = f"{name}_bn"
+        builder = getattr(torchvision.models, tv_name)
+        cases.append(pytest.param(tv_name, {}, builder, 32, marks=slow, id=f"registered_{tv_name}"))
     return cases
 
 
@@ -457,6 +465,14 @@ def _vgg_cases() -> list[Any]:
             partial(torchvision.models.googlenet, aux_logits=False, init_weights=True),
             64,
             id="googlenet_no_aux",
+        ),
+        pytest.param(
+            "googlenet",
+            {"transform_input": True},
+            # PyTorch's default initialisation: quicker, and only the weights' copy matters.
+            partial(torchvision.models.googlenet, transform_input=True, init_weights=False),
+            64,
+            id="googlenet_transform_input",
         ),
         pytest.param("resnet18", {}, torchvision.models.resnet18, 64, id="resnet18"),
         pytest.param("resnet34", {}, torchvision.models.resnet34, 64, id="resnet34"),

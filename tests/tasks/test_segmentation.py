@@ -10,7 +10,6 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torchvision.io import write_jpeg, write_png
 
 from tests.conftest import (
     UNET_MNIST_TOY,
@@ -22,6 +21,7 @@ from tests.conftest import (
 from zoo.core.errors import ConfigError
 from zoo.data import build as build_datamodule
 from zoo.data.folder import SegmentationFolderDataModule
+from zoo.data.images import write_jpeg, write_png
 from zoo.data.mnist.segmentation import MNISTSegmentationDataModule, make_canvases
 from zoo.data.segmentation import SegmentationDataError
 from zoo.tasks.segmentation import soft_dice_loss

@@ -3,6 +3,7 @@ their own (+callbacks.<name>._target_=..., trainer.plugins=[...])."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import random
@@ -91,3 +92,40 @@ class StopAfterStep(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         if trainer.global_step == self.step:
             raise Interrupted(f"stopped after step {self.step}")
+
+
+class _FullDisk(io.RawIOBase):
+    """A file that takes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, file: Any, room: int) -> None:
+        self.file, self.room = file, room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.file.write(data)
+
+
+class FullDiskCheckpointIO(AtomicCheckpointIO):
+    """Writes the first ``whole`` checkpoints, then runs out of disk space in the middle of
+    each later one (after ``room`` bytes), as ``torch.save`` meets a full disk."""
+
+    def __init__(self, whole: int = 1, room: int = 4096) -> None:
+        super().__init__()
+        self.whole, self.room, self.saves = whole, room, 0
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None):
+        self.saves += 1
+        if self.saves <= self.whole:
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        save = torch.save
+
+        def save_until_full(obj: Any, file: Any, *args: Any, **kwargs: Any) -> None:
+            save(obj, _FullDisk(file, self.room), *args, **kwargs)
+
+        with mock.patch.object(torch, "save", save_until_full):
+            return super().save_checkpoint(checkpoint, path, storage_options)

@@ -97,11 +97,11 @@ def load(path: Path) -> dict[str, Any]:
     return torch.load(path, weights_only=True, map_location="cpu")
 
 
-def assert_same_run(resumed: Path, straight: Path) -> None:
-    """Same epoch and step, bitwise the same weights and optimizer state."""
+def assert_same_run(resumed: Path, straight: Path, steps: int = 2 * BATCHES_PER_EPOCH) -> None:
+    """Same epoch and step (``steps``), bitwise the same weights and optimizer state."""
     a, b = load(resumed / "checkpoints" / "last.ckpt"), load(straight / "checkpoints" / "last.ckpt")
     assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"])
-    assert a["global_step"] == 2 * BATCHES_PER_EPOCH
+    assert a["global_step"] == steps
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
@@ -147,6 +147,40 @@ def test_sigkill_mid_epoch_then_resume_from_last_matches_an_uninterrupted_run_bi
     assert killed_at % BATCHES_PER_EPOCH > 0, "the kill should land mid-epoch"
     resume(train_cfg, run_dir)
     assert_same_run(run_dir, uninterrupted)
+
+
+# callbacks=ema, its average moving fast enough to differ from the weights at every step.
+EMA = ("callbacks=ema", "callbacks.ema.decay=0.9")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_with_ema(synthetic_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("uninterrupted_ema")
+    train(compose_config([*base_overrides(synthetic_mnist), *RUN, *EMA], run_dir), run_dir)
+    return run_dir
+
+
+def test_with_ema_a_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run_bitwise(
+    synthetic_mnist: Path, uninterrupted_with_ema: Path, train_cfg, tmp_path: Path
+) -> None:
+    """The average (state_dict), the raw weights the run goes on from (current_model_state)
+    and the average's update count all come back exactly."""
+    run_dir = tmp_path / "killed"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    process = start_training(run_dir, *base_overrides(synthetic_mnist), *RUN, *EMA)
+    wait_for(last.exists, process, run_dir)
+    process.send_signal(signal.SIGKILL)
+    process.wait(TIMEOUT)
+
+    assert load(last)["global_step"] % BATCHES_PER_EPOCH > 0, "the kill should land mid-epoch"
+    train(train_cfg(*RUN, *EMA, "ckpt_path=last", output_dir=run_dir), run_dir)
+    assert_same_run(run_dir, uninterrupted_with_ema)
+    a, b = (load(d / "checkpoints" / "last.ckpt") for d in (run_dir, uninterrupted_with_ema))
+    assert a["current_model_state"].keys() == b["current_model_state"].keys()
+    for key, raw in a["current_model_state"].items():
+        assert torch.equal(raw, b["current_model_state"][key]), key
+    assert not torch.equal(a["state_dict"][key], raw), "the average should differ"
+    assert a["averaging_state"]["n_averaged"] == b["averaging_state"]["n_averaged"]
 
 
 def test_sigterm_saves_at_the_next_batch_boundary_exits_143_and_resumes_exactly(
@@ -335,6 +369,37 @@ def test_a_resumed_sampler_starts_afresh_in_the_next_epoch() -> None:
     assert len(list(sampler)) == 2
     sampler.set_epoch(1)
     assert len(list(sampler)) == 5
+
+
+def kill_every_rank(run_dir: Path) -> None:
+    """SIGKILL to train.py and the ranks Lightning started (their command lines name run_dir)."""
+    ranks = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True)
+    for pid in map(int, ranks.stdout.split()):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_under_ddp_a_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_ddp_run_bitwise(
+    synthetic_mnist: Path, tmp_path: Path
+) -> None:
+    """Two CPU ranks, each on its share of the shuffle: the training order resumes exactly."""
+    ddp = ("trainer=ddp", "trainer.devices=2", "trainer.strategy.timeout.seconds=60")
+    common = (*base_overrides(synthetic_mnist), *RUN, *ddp)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    process = start_training(straight, *common)
+    assert process.wait(3 * TIMEOUT) == 0, output_of(straight)
+
+    last = killed / "checkpoints" / "last.ckpt"
+    process = start_training(killed, *common)
+    wait_for(last.exists, process, killed)
+    kill_every_rank(killed)
+    process.wait(TIMEOUT)
+    steps_per_epoch = -(-(640 - 100) // 2 // 16)  # each rank's 270 images in batches of 16
+    assert load(last)["global_step"] % steps_per_epoch > 0, "the kill should land mid-epoch"
+
+    process = start_training(killed, *common, "ckpt_path=last")
+    assert process.wait(3 * TIMEOUT) == 0, output_of(killed)
+    assert_same_run(killed, straight, steps=2 * steps_per_epoch)
 
 
 @pytest.mark.slow

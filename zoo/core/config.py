@@ -23,9 +23,19 @@ def project_root() -> str:
     return str(root if CONFIG_DIR.is_dir() else Path(os.getcwd()))
 
 
+def config_subdir(run_dir: str, stamp: str) -> str:
+    """Where Hydra writes a run's config (``hydra.output_subdir``): ``.hydra``, or, in a run
+    directory that has one already (a resume), ``.hydra/<stamp>``: the first run's config is
+    never overwritten, and each resume's is kept beside it."""
+    return f".hydra/{stamp}" if (Path(run_dir) / ".hydra" / "config.yaml").exists() else ".hydra"
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("zoo_root"):
         OmegaConf.register_new_resolver("zoo_root", project_root)
+    if not OmegaConf.has_resolver("zoo_config_subdir"):
+        # Cached: read again once the config is written, it must still name the same place.
+        OmegaConf.register_new_resolver("zoo_config_subdir", config_subdir, use_cache=True)
 
 
 register_resolvers()
@@ -51,7 +61,76 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optimizer.weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "trainer.max_epochs": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1"),
     "trainer.max_steps": (lambda v: _is_int(v) and v >= -1, "an integer >= -1"),
+    "trainer.min_epochs": (lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0"),
+    # Counts and intervals that Lightning divides by or steps with: 0 fails deep inside a run.
+    "trainer.accumulate_grad_batches": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "trainer.log_every_n_steps": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "trainer.check_val_every_n_epoch": (
+        lambda v: v is None or (_is_int(v) and v >= 1),
+        "an integer >= 1 or null",
+    ),
+    "trainer.val_check_interval": (
+        lambda v: v is None or (_is_int(v) and v >= 1) or (_is_number(v) and 0 < v <= 1),
+        "a number of batches >= 1, a fraction of an epoch in (0, 1], or null",
+    ),
+    "trainer.num_sanity_val_steps": (
+        lambda v: v is None or (_is_int(v) and v >= -1),
+        "an integer >= -1 (-1: all) or null",
+    ),
+    "trainer.gradient_clip_val": (
+        lambda v: v is None or (_is_number(v) and v >= 0),
+        "a number >= 0 or null",
+    ),
+    # What torch.optim would refuse only once training starts.
+    "optimizer.momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "optimizer.eps": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "optimizer.betas": (
+        lambda v: (
+            isinstance(v, list | ListConfig)
+            and len(v) == 2
+            and all(_is_number(b) and 0 <= b < 1 for b in v)
+        ),
+        "two numbers in [0, 1)",
+    ),
+    # callbacks=ema (configs/callbacks/ema.yaml)
+    "callbacks.ema.decay": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "callbacks.ema.update_every_n_steps": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "callbacks.ema.update_starting_at_step": (
+        lambda v: v is None or (_is_int(v) and v >= 0),
+        "an integer >= 0 or null",
+    ),
+    # What sweeps optimise (zoo/training/objective.py): test/ would tune on the test set.
+    "optimized_metric": (
+        lambda v: v is None or (isinstance(v, str) and v.startswith("val/")),
+        "a validation metric (val/...) or null, never a test metric",
+    ),
 }
+
+
+# MNIST's 60,000 training images, which data.val_size splits into train and validation.
+MNIST_TRAINING_IMAGES = 60_000
+_MNIST_SPLIT = (
+    lambda v: _is_int(v) and 0 < v < MNIST_TRAINING_IMAGES,
+    f"an integer in (0, {MNIST_TRAINING_IMAGES}): the validation images taken from MNIST's "
+    f"{MNIST_TRAINING_IMAGES} training images, leaving the rest to train on",
+)
+_COUNT = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+# Rules of one dataset's keys: data.name -> key -> (test, what is valid).
+DATASET_RULES: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
+    "mnist": {"data.val_size": _MNIST_SPLIT},
+    "mnist_segmentation": {"data.val_size": _MNIST_SPLIT},
+    "imagenet_synthetic": {"data.val_size": _COUNT, "data.train_size": _COUNT},
+}
+
+
+def _check_together(cfg: DictConfig) -> None:
+    """Values each valid alone that contradict each other."""
+    min_epochs = OmegaConf.select(cfg, "trainer.min_epochs", default=None)
+    max_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
+    if _is_int(min_epochs) and _is_int(max_epochs) and min_epochs > max_epochs:
+        raise ConfigError(
+            f"trainer.min_epochs={min_epochs} is more than trainer.max_epochs={max_epochs}"
+        )
 
 
 def validate(cfg: DictConfig) -> None:
@@ -62,12 +141,15 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"missing value(s) for {', '.join(missing)}: set them on the command line"
         )
-    for key, (valid, description) in RULES.items():
+    dataset = OmegaConf.select(cfg, "data.name", default=None)
+    rules = {**RULES, **DATASET_RULES.get(dataset, {})}
+    for key, (valid, description) in rules.items():
         node = OmegaConf.select(cfg, key, default="__absent__")
         if isinstance(node, str) and node == "__absent__":
             continue
         if not valid(node):
             raise ConfigError(f"{key} must be {description}, got {node!r}")
+    _check_together(cfg)
 
 
 def to_plain(cfg: DictConfig | ListConfig | Any) -> Any:

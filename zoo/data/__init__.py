@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 
 from zoo.core.registry import Registry
 from zoo.data.folder import SegmentationFolderDataModule
+from zoo.data.image_folder import ImageFolderDataModule
 from zoo.data.imagenet.datamodule import ImageNetDataModule
 from zoo.data.imagenet.synthetic import ImageNetSyntheticDataModule
 from zoo.data.mnist.classification import MNISTDataModule
@@ -21,6 +22,7 @@ DATAMODULES.register("imagenet")(ImageNetDataModule)
 DATAMODULES.register("imagenet_synthetic")(ImageNetSyntheticDataModule)
 DATAMODULES.register("mnist_segmentation")(MNISTSegmentationDataModule)
 DATAMODULES.register("segmentation_folder")(SegmentationFolderDataModule)
+DATAMODULES.register("image_folder")(ImageFolderDataModule)
 
 # Data configs also state what the models need to know (interpolated into model configs);
 # those keys describe the dataset and are not datamodule arguments, unless a datamodule asks
@@ -30,6 +32,25 @@ DESCRIPTIVE_KEYS = ("name", "channels", "num_classes", "class_names")
 
 def available() -> list[str]:
     return DATAMODULES.names()
+
+
+def task(name: str) -> str:
+    """What the targets of dataset ``name`` are for, as the models' ``task`` says it:
+    ``"segmentation"`` (a class per pixel) or ``"classification"`` (one per image)."""
+    return getattr(DATAMODULES.get(name), "task", "classification")
+
+
+def arguments(name: str) -> list[str]:
+    """The arguments the datamodule ``name`` takes (its config's other keys describe it)."""
+    return DATAMODULES.entry(name).arguments
+
+
+def describe(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec`` with what the dataset itself says about it filled in, before the model is built:
+    an image folder counts and names its class folders (``data.num_classes``,
+    ``data.class_names``). Other datasets state it in their config."""
+    hook = getattr(DATAMODULES.get(spec["name"]), "describe", None)
+    return hook(spec) if hook is not None else dict(spec)
 
 
 def build(spec: Mapping[str, Any], **overrides: Any) -> pl.LightningDataModule:

@@ -10,7 +10,8 @@ A mask is a single-channel PNG (8- or 16-bit) whose pixel values are class indic
 The pairs are split into train, val and test by ``val_fraction`` / ``test_fraction`` with a
 seeded shuffle, so the same folder and seed give the same split.
 
-Every pair is read once in ``setup`` with torchvision.io, checked, and resized to
+Every pair is read once in ``setup`` (``zoo.data.images``: the header first, so a file over
+``max_image_pixels`` is refused before it is decoded), checked, and resized to
 ``image_size`` x ``image_size`` (images bilinearly, masks by nearest neighbour); the checks
 fail with the file's name. The pairs then stay in memory as uint8 tensors, ``N x (channels +
 1) x image_size^2`` bytes (1,000 RGB images at 256 px: 262 MB), and are batched like MNIST.
@@ -23,11 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torchvision.io import ImageReadMode
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from zoo.data.images import IMAGE_SUFFIXES, decode, read_bytes
+from zoo.data.images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MODES, decode, read_bytes, read_header
 from zoo.data.segmentation import (
     SPLITS,
     InMemorySegmentationDataModule,
@@ -36,9 +36,6 @@ from zoo.data.segmentation import (
 )
 
 log = logging.getLogger(__name__)
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-READ_MODES = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
 
 
 def _files(folder: Path, suffixes: Sequence[str]) -> dict[Path, Path]:
@@ -79,24 +76,30 @@ def _unreadable(path: str, reason: str) -> SegmentationDataError:
     return SegmentationDataError(f"cannot read {path}: {reason}")
 
 
-def _is_palette_png(data: torch.Tensor) -> bool:
-    # The IHDR chunk's colour type (byte 25) is 3 for palette PNGs.
-    return bytes(data[:8].tolist()) == PNG_SIGNATURE and len(data) > 25 and int(data[25]) == 3
-
-
 def read_pair(
-    image_path: Path, mask_path: Path, channels: int, num_classes: int
+    image_path: Path,
+    mask_path: Path,
+    channels: int,
+    num_classes: int,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The image as uint8 (channels, H, W) and its mask as int64 (H, W), checked."""
-    image = decode(image_path, READ_MODES[channels], _unreadable)
+    image = decode(image_path, MODES[channels], _unreadable, max_pixels=max_pixels)
     mask_data = read_bytes(mask_path, _unreadable)
-    if _is_palette_png(mask_data):
-        # torchvision reads a palette PNG as grey levels of its colours, not as indices.
+    header = read_header(mask_data, mask_path, _unreadable, max_pixels)
+    if header.format != "PNG":
+        # A lossy or animated format would invent labels; decoded by content, it would pass.
         raise SegmentationDataError(
-            f"mask {mask_path} is a palette PNG: torchvision reads it as colours, not class "
+            f"mask {mask_path} is a {header.format} image, not a PNG: masks must be lossless "
+            "single-channel PNGs of class indices"
+        )
+    if header.mode == "P":
+        # A palette PNG decodes to the colours of its palette, not to its indices.
+        raise SegmentationDataError(
+            f"mask {mask_path} is a palette PNG: it decodes as colours, not class "
             "indices; save the masks as single-channel (greyscale) PNGs of class indices"
         )
-    mask = decode(mask_path, ImageReadMode.UNCHANGED, _unreadable, mask_data)
+    mask = decode(mask_path, "UNCHANGED", _unreadable, mask_data, max_pixels, keep_depth=True)
     if mask.shape[0] != 1:
         raise SegmentationDataError(
             f"mask {mask_path} has {mask.shape[0]} channels: masks must be single-channel PNGs "
@@ -134,10 +137,15 @@ class SegmentationFolderDataModule(InMemorySegmentationDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         device_resident: bool = True,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
         super().__init__()
-        if channels not in READ_MODES:
+        if channels not in MODES:
             raise ValueError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+        if not isinstance(max_image_pixels, int) or max_image_pixels < 1:
+            raise ValueError(
+                f"data.max_image_pixels must be an integer >= 1, got {max_image_pixels!r}"
+            )
         if num_classes < 2 or num_classes > 65536:
             raise ValueError(f"data.num_classes must be in [2, 65536], got {num_classes}")
         for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
@@ -182,11 +190,14 @@ class SegmentationFolderDataModule(InMemorySegmentationDataModule):
         }
 
     def _load(self, pairs: list[tuple[Path, Path]]) -> Split:
-        size = [self.hparams.image_size] * 2
+        hp = self.hparams
+        size = [hp.image_size] * 2
         images, masks = [], []
         mask_dtype = torch.uint8 if self.num_classes <= 256 else torch.int32
         for image_path, mask_path in pairs:
-            image, mask = read_pair(image_path, mask_path, self.channels, self.num_classes)
+            image, mask = read_pair(
+                image_path, mask_path, self.channels, self.num_classes, hp.max_image_pixels
+            )
             images.append(TF.resize(image, size, antialias=True))
             mask = TF.resize(mask[None], size, interpolation=InterpolationMode.NEAREST_EXACT)
             masks.append(mask[0].to(mask_dtype))

@@ -1,27 +1,65 @@
-"""Image files read with torchvision.io, shared by the ImageNet and image-folder datamodules:
-which names count as images, and reading and decoding that fails as one line naming the file.
+"""Image files, read, checked, decoded and written in one place, for every datamodule, ``predict=``
+and the tests: which names count as images, a header check before any pixel is decoded, and
+failures as one line naming the file.
 
-Each datamodule raises its own error class: it passes ``unreadable(path, reason)``, which builds
-that error from the file and torchvision's reason, stripped to one line.
+- Decoding and encoding are TorchCodec's (``torchcodec.decoders`` / ``torchcodec.encoders``):
+  torchvision's image codecs are deprecated since 0.29 in its favour. TorchCodec decodes JPEG,
+  PNG, WebP and GIF on the CPU, and a list of JPEGs on a GPU in one nvJPEG call
+  (``decode_jpegs``, the ImageNet datamodule's gpu path).
+- The format is found from the bytes, never from the name: a GIF or WebP behind a ``.png`` or
+  ``.jpg`` name decodes as what it is.
+- Before decoding, PIL reads the header only (``Image.open`` is lazy) for the size: an image of
+  more than ``max_pixels`` pixels (a 2.4 MB PNG can claim 50,000 x 50,000, 7.5 GB decoded) is
+  refused, like PIL's own decompression-bomb guard, whose default it shares. Animated images
+  are refused too: which frame was meant is not ours to guess, and every frame would be decoded.
+
+Each caller raises its own error class: it passes ``unreadable(path, reason)``, which builds that
+error from the file and the reason, one line.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Literal, NamedTuple
 
+import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image, read_file
+from PIL import Image, UnidentifiedImageError
+from torchcodec.decoders import decode_image, decode_jpeg
+from torchcodec.encoders import JpegEncoder, PngEncoder
 
-# The formats torchvision.io decodes (GIF too, which no datamodule here takes): a name listed
-# with another suffix (BMP, TIFF, ...) would only fail later, at decoding.
+# The names the datamodules and predict= pick up in folders (GIF decodes too, by content, but is
+# not looked for). A name listed with another suffix (BMP, TIFF, ...) would only fail later.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+# What PIL may parse the header of and TorchCodec decodes: PIL knows dozens of formats, each a
+# parser an untrusted file could reach; MPO is how PIL names a JPEG with a second picture.
+DECODED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
+# PIL's own default decompression-bomb limit (Image.MAX_IMAGE_PIXELS, 89,478,485 px: a
+# 9,459 x 9,459 image, 268 MB decoded as RGB).
+MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+# Channels -> decoding mode. UNCHANGED (a mask's own channels and bit depth) is asked by name.
+MODES = {1: "GRAY", 3: "RGB"}
 
+Mode = Literal["GRAY", "RGB", "UNCHANGED"]
 Unreadable = Callable[[str, str], Exception]
 StrPath = str | os.PathLike[str]
+
+_PIL_LIMIT_LOCK = threading.Lock()  # the ImageNet pre-scan reads headers in threads
+
+
+class Header(NamedTuple):
+    """What an image file says about itself before any pixel is decoded."""
+
+    format: str  # PIL's name: PNG, JPEG, MPO, WEBP, GIF
+    mode: str  # PIL's mode: L, RGB, CMYK, P, I;16, ...
+    width: int
+    height: int
 
 
 def is_image_file(name: StrPath) -> bool:
@@ -29,47 +67,109 @@ def is_image_file(name: StrPath) -> bool:
     return os.fspath(name).lower().endswith(IMAGE_SUFFIXES)
 
 
-@contextmanager
-def quiet_codecs() -> Iterator[None]:
-    """torchvision 0.29 deprecates its image codecs in favour of TorchCodec, but they still work
-    and ship the batched nvJPEG decoder ImageNet's gpu path is built on: silence just that
-    warning (locally, as test runners reset global warning filters)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message="The image decoding and encoding capabilities of TorchVision"
-        )
-        yield
-
-
-def codec_reason(err: Exception) -> str:
-    """The first line of a codec error, without the C++ source location torchvision puts first
-    ("decode_jpeg, /path/to/decode_jpeg.cpp:171, ")."""
-    return re.sub(r"^\w+, \S+:\d+, ", "", str(err).strip()).splitlines()[0]
-
-
-@contextmanager
-def _named(path: StrPath, unreadable: Unreadable) -> Iterator[None]:
-    try:
-        with quiet_codecs():
-            yield
-    except (OSError, RuntimeError) as err:
-        raise unreadable(os.fspath(path), codec_reason(err)) from err
+def codec_reason(err: BaseException) -> str:
+    """The first line of a codec error, without the C++ source location TorchCodec puts first
+    ("decode_rows, /path/to/DecodeJpeg.cpp:287, ")."""
+    text = re.sub(r"^\w+, \S+:\d+, ", "", str(err).strip())
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def read_bytes(path: StrPath, unreadable: Unreadable) -> torch.Tensor:
-    """The file's bytes as a uint8 tensor, or ``unreadable(path, reason)`` raised."""
-    with _named(path, unreadable):
-        return read_file(os.fspath(path))
+    """The file's bytes as a 1-D uint8 tensor (read once, writable), or ``unreadable`` raised."""
+    try:
+        return torch.from_numpy(np.fromfile(os.fspath(path), dtype=np.uint8))
+    except OSError as err:
+        raise unreadable(os.fspath(path), err.strerror or str(err)) from err
+
+
+@contextmanager
+def _pil_limit(max_pixels: int) -> Iterator[None]:
+    """PIL's guard set to ours while it reads a header: ``Image.open`` refuses above twice
+    ``Image.MAX_IMAGE_PIXELS`` before the size can be seen, and allocates a WebP's canvas right
+    after, so PIL's limit must follow ours both ways; its warning (at half) is ours to give.
+    A module-level setting, restored at once, under a lock (threads would restore each other's)."""
+    with _PIL_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = (max_pixels + 1) // 2
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def read_header(
+    data: torch.Tensor, path: StrPath, unreadable: Unreadable, max_pixels: int = MAX_IMAGE_PIXELS
+) -> Header:
+    """The image's format, mode and size from its header, or ``unreadable`` raised for a file
+    that is no PNG, JPEG, WebP or GIF (by its content), holds more than ``max_pixels`` pixels,
+    or is animated."""
+    name = os.fspath(path)
+    too_many = (
+        f"is over the limit of {max_pixels:,} pixels (max_image_pixels), like a decompression bomb"
+    )
+    try:
+        with (
+            _pil_limit(max_pixels),
+            Image.open(io.BytesIO(data.numpy()), formats=DECODED_FORMATS) as image,
+        ):
+            header = Header(image.format or "?", image.mode, *image.size)
+            # is_animated reads up to the second frame's header; GIF's and WebP's only.
+            animated = bool(getattr(image, "is_animated", False)) and header.format != "MPO"
+    except Image.DecompressionBombError as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        pixels = f"{int(found.group(1)):,} pixels " if found else ""
+        raise unreadable(name, f"{pixels}{too_many}") from err
+    except UnidentifiedImageError as err:  # no decoder's signature: its text names a BytesIO
+        raise unreadable(name, "not a readable PNG, JPEG, WebP or GIF image") from err
+    except Exception as err:  # PIL raises many types for a bad header (OSError, SyntaxError, ...)
+        raise unreadable(
+            name, f"not a readable PNG, JPEG, WebP or GIF image ({codec_reason(err)})"
+        ) from err
+    pixels = header.width * header.height
+    if pixels > max_pixels:
+        raise unreadable(name, f"{header.width}x{header.height} = {pixels:,} pixels {too_many}")
+    if animated:
+        raise unreadable(name, f"an animated {header.format}: only still images are read")
+    return header
 
 
 def decode(
     path: StrPath,
-    mode: ImageReadMode,
+    mode: Mode,
     unreadable: Unreadable,
     data: torch.Tensor | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    keep_depth: bool = False,
 ) -> torch.Tensor:
-    """The image as uint8 (C, H, W) in ``mode``, from ``data`` (the file's bytes, read when
-    None), or ``unreadable(path, reason)`` raised."""
+    """The image as a (C, H, W) tensor in ``mode``, from ``data`` (the file's bytes, read when
+    None), uint8 unless ``keep_depth`` (a 16-bit PNG then stays uint16), or ``unreadable``
+    raised. The header is checked first (``read_header``)."""
     data = read_bytes(path, unreadable) if data is None else data
-    with _named(path, unreadable):
-        return decode_image(data, mode=mode)
+    read_header(data, path, unreadable, max_pixels)
+    try:
+        image = decode_image(data, mode=mode, output_dtype="auto" if keep_depth else torch.uint8)
+    except (RuntimeError, ValueError) as err:
+        raise unreadable(os.fspath(path), codec_reason(err)) from err
+    if image.dim() != 3:  # frames the header did not announce
+        raise unreadable(os.fspath(path), "an animated image: only still images are read")
+    return image
+
+
+def decode_jpegs(
+    jpegs: Sequence[torch.Tensor], device: torch.device, mode: Mode = "RGB"
+) -> list[torch.Tensor]:
+    """JPEG bytes (CPU tensors) -> images on ``device``: on a GPU, the whole list in one nvJPEG
+    call; on the CPU one by one. RuntimeError if any fails: decode each alone to find which."""
+    return decode_jpeg(list(jpegs), mode=mode, device=device)
+
+
+def write_png(image: torch.Tensor, path: StrPath, compression_level: int = 6) -> None:
+    """A uint8 (1 or 3, H, W) image as a PNG file."""
+    PngEncoder(image.cpu()).to_file(os.fspath(path), compression_level=compression_level)
+
+
+def write_jpeg(image: torch.Tensor, path: StrPath, quality: int = 75) -> None:
+    """A uint8 (1 or 3, H, W) image as a JPEG file."""
+    JpegEncoder(image.cpu()).to_file(os.fspath(path), quality=quality)

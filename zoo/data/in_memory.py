@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from zoo.data.sampling import ResumableTrainingOrder, as_is, split_batch_size
+from zoo.data.sampling import ResumableTrainingOrder, as_is, evaluation_share, split_batch_size
 
 Split = tuple[torch.Tensor, ...]
 
@@ -76,12 +76,12 @@ class InMemoryDataModule(ResumableTrainingOrder, pl.LightningDataModule):
         )
 
     def _in_order(self, split: str, batch_size: int) -> DataLoader:
-        # A batch_sampler over a SequentialSampler, which Lightning leaves in place (it swaps
-        # any other sampler for a per-sample one when overfitting), and each batch still one
-        # tensor index, through IndexedTensors.__getitems__.
+        # This rank's share, batched by the loader (Lightning keeps batch_size when it swaps the
+        # sampler for a SequentialSampler to overfit), each batch still one tensor index,
+        # through IndexedTensors.__getitems__.
         dataset = self.splits[split]
-        batches = BatchSampler(SequentialSampler(dataset), batch_size, drop_last=False)
-        return DataLoader(dataset, batch_sampler=batches, collate_fn=as_is)
+        share = evaluation_share(self.trainer, dataset, split)
+        return DataLoader(dataset, sampler=share, batch_size=batch_size, collate_fn=as_is)
 
     def train_dataloader(self) -> DataLoader:
         if self.trainer is not None and self.trainer.overfit_batches > 0:

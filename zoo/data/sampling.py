@@ -1,5 +1,11 @@
 """Batching the datamodules share: shuffled index batches that a run resumed mid-epoch can pick
-up where it stopped, and each split's batch size."""
+up where it stopped, each rank's share of the evaluation splits, and each split's batch size.
+
+Every loader's sampler here is a DistributedSampler already, made for this rank: Lightning leaves
+those in place (``Trainer(use_distributed_sampler=...)`` either way), where it would otherwise
+swap in its own — per-sample, which turned our index batches into one-image batches, and padded,
+which counts some evaluation samples twice.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from zoo.core.errors import ConfigError
 
 
 class ResumableBatchSampler(DistributedSampler):
@@ -58,17 +67,43 @@ class ResumableBatchSampler(DistributedSampler):
             yield indices[first : first + self.batch_size]
 
 
+def _replicas_and_rank(trainer: pl.Trainer | None) -> tuple[int, int]:
+    return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+
 def shuffled_batches(
     trainer: pl.Trainer | None, dataset: Sized, batch_size: int
 ) -> ResumableBatchSampler:
     """The training order of a run: this rank's share of a shuffle all ranks draw alike."""
-    replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+    replicas, rank = _replicas_and_rank(trainer)
     # The run's seed (seed_everything sets torch's), else a random one; rank 0's, so that all
     # ranks shuffle alike. Checkpoints keep it with the position (zoo.training.resume).
     seed = torch.initial_seed() % 2**63
     if trainer is not None:
         seed = trainer.strategy.broadcast(seed)
     return ResumableBatchSampler(dataset, batch_size, seed=seed, num_replicas=replicas, rank=rank)
+
+
+def evaluation_share(
+    trainer: pl.Trainer | None, dataset: Sized, split: str
+) -> UnrepeatedDistributedSampler:
+    """This rank's share of a validation or test split, in order: samples ``rank``,
+    ``rank + world_size``, ... Every sample is evaluated on exactly one rank, and none twice.
+
+    torch's DistributedSampler pads the shares to one length by repeating samples, so that
+    training ranks step together; evaluation needs no lockstep (metrics are reduced once, at the
+    end), and a repeated sample would be counted twice. Lightning's unpadded sampler, which it
+    uses for predictions, lets the shares differ by one sample instead. Batch it with the
+    loader's ``batch_size``, which Lightning keeps when it swaps samplers (``overfit_batches``).
+    """
+    replicas, rank = _replicas_and_rank(trainer)
+    if len(dataset) < replicas:
+        # A rank with nothing to evaluate would wait forever for the others' first batch.
+        raise ConfigError(
+            f"the {split} split has {len(dataset)} sample(s), fewer than the {replicas} ranks "
+            "that evaluate it: use fewer devices or a larger split"
+        )
+    return UnrepeatedDistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=False)
 
 
 class ResumableTrainingOrder:

@@ -30,6 +30,7 @@ class InMemorySegmentationDataModule(InMemoryDataModule):
 
     num_classes: int
     channels: int
+    task = "segmentation"  # a class per pixel (zoo.data.task)
 
     def __init__(self) -> None:
         super().__init__()

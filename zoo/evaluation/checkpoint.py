@@ -38,6 +38,11 @@ CLASS_PATH_KEYS = frozenset(
     }
 )
 MODEL_PREFIX = "model."  # the zoo's LightningModules hold their network as ``self.model``
+# Deeper nesting than this is refused before anything walks it: a zoo checkpoint is about 8 deep
+# (optimizer state), and a hostile one 10^5 deep would end a recursive walk in RecursionError.
+MAX_DEPTH = 64
+# Data-config keys that guard this machine, dropped from a checkpoint's data config.
+MACHINE_LIMITS = ("max_image_pixels",)
 
 
 class CheckpointError(WeightsError):
@@ -68,16 +73,21 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     hparams = raw.get("hyper_parameters")
     if not isinstance(hparams, dict):
         raise CheckpointError(f"{path} holds no hyper_parameters: it is not a zoo checkpoint")
+    check_plain_keys(hparams, f"{path}: its hyper-parameters")
     name, arguments = model_spec(hparams, path)
     refuse_class_paths(hparams, f"{path}: its hyper-parameters")
+    data = data_spec(raw, path)
+    for where in (hparams, data):
+        check_class_names(where.get("class_names"), path)
     weights = network_weights(raw.get("state_dict"), path)
     # The file's claims are checked on the meta device first: absurd model arguments (a
     # billion classes) must be refused before they allocate anything real.
     try:
         with torch.device("meta"):
             skeleton = models.build(name, **arguments)
-    except (ValueError, TypeError) as err:
-        raise CheckpointError(f"{path}: its model spec does not build: {err}") from err
+    except (ValueError, TypeError, RuntimeError, OverflowError) as err:
+        # e.g. 10^30 classes: "Overflow when unpacking long long", then torch's C++ trace
+        raise CheckpointError(f"{path}: its model spec does not build: {one_line(err)}") from err
     check_values(skeleton, weights, path)
     with warnings.catch_warnings():
         # Into meta tensors a load only checks keys and shapes, as it is meant to here.
@@ -85,7 +95,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         load_weights(skeleton, weights, path)
     module = rebuild_task(name, hparams, path)
     load_weights(module.model, weights, path)
-    return Checkpoint(module.eval(), hparams, data_spec(raw, path))
+    return Checkpoint(module.eval(), hparams, data)
 
 
 def rebuild_task(name: str, hparams: Mapping[str, Any], path: Path) -> ZooTask:
@@ -105,7 +115,7 @@ def rebuild_task(name: str, hparams: Mapping[str, Any], path: Path) -> ZooTask:
     try:
         return module_cls(**arguments)
     except (ValueError, TypeError) as err:
-        raise CheckpointError(f"{path}: its model spec does not build: {err}") from err
+        raise CheckpointError(f"{path}: its model spec does not build: {one_line(err)}") from err
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -113,7 +123,62 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     raw = safe_load(path, "checkpoint")
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a checkpoint dict")
+    check_depth(raw, path)
     return raw
+
+
+def check_depth(node: Any, path: Path, limit: int = MAX_DEPTH) -> None:
+    """CheckpointError if containers nest deeper than ``limit``; walked with a stack of its own,
+    so that the walks after it (which recurse) can't run out of Python's."""
+    stack = [(node, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children = list(item.values())
+        elif isinstance(item, list | tuple | set):
+            children = list(item)
+        else:
+            continue
+        if depth >= limit:
+            raise CheckpointError(
+                f"{path}: its contents nest more than {limit} levels deep, which no checkpoint "
+                "needs: a damaged or hostile file"
+            )
+        stack.extend((child, depth + 1) for child in children)
+
+
+def check_plain_keys(node: Any, where: str) -> None:
+    """CheckpointError for a mapping key under ``node`` that is not a string: config keys are
+    names (optimizer states, keyed by parameter index, lie outside the hyper-parameters)."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                raise CheckpointError(
+                    f"{where}: key {key!r} is a {type(key).__name__}, where config keys are strings"
+                )
+            check_plain_keys(value, where)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            check_plain_keys(value, where)
+
+
+def check_class_names(names: Any, path: Path) -> None:
+    """CheckpointError unless ``names`` is None or a list of strings (a string, a number or a
+    mapping would be read as something else: characters, a crash, its keys)."""
+    if names is None:
+        return
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        shown = type(names).__name__
+        if isinstance(names, list | tuple):
+            odd = next(n for n in names if not isinstance(n, str))
+            shown = f"a list holding {type(odd).__name__} {odd!r:.40}"
+        raise CheckpointError(f"{path}: class_names must be a list of strings, got {shown}")
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an error message (torch's run on with a C++ trace)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def model_spec(hparams: Mapping[str, Any], path: Path) -> tuple[str, dict[str, Any]]:
@@ -141,7 +206,12 @@ def data_spec(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(resolved, dict):
         raise CheckpointError(f"{path}: its data config is not a plain mapping")
     spec = {**data, **resolved}
+    check_plain_keys(spec, f"{path}: the data config")
     refuse_class_paths(spec, f"{path}: the data config")
+    # Safety limits are this machine's to set (the datamodule's default, or
+    # +data.max_image_pixels=N), never the file's: a checkpoint could lift them.
+    for key in MACHINE_LIMITS:
+        spec.pop(key, None)
     return spec
 
 

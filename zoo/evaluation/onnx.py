@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from zoo.core.errors import ConfigError
+from zoo.evaluation.outputs import check_output_file
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def export_onnx(
     """Write ``model`` (CPU, eval) to ``path`` with a dynamic batch axis, then compare
     onnxruntime's outputs with PyTorch's on a batch of another size."""
     require_onnx()
+    check_output_file(path, "the ONNX model")  # before the export's minutes, not after
     import onnxruntime
 
     model = model.cpu().eval()
@@ -66,6 +68,8 @@ def export_onnx(
     example = torch.randn(2, *input_shape, generator=generator)
     large = sum(p.numel() * p.element_size() for p in model.parameters()) > _PROTOBUF_LIMIT
     path.parent.mkdir(parents=True, exist_ok=True)
+    if large:
+        check_output_file(path.with_name(path.name + ".data"), "the ONNX weights")
     with _quiet("onnxscript", "onnx_ir"):  # dozens of INFO lines per graph pass otherwise
         torch.onnx.export(
             model,

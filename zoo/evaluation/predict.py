@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.io import ImageReadMode
 
 from zoo.core.errors import ConfigError
-from zoo.data.images import decode, is_image_file
+from zoo.data.images import MAX_IMAGE_PIXELS, MODES, decode, is_image_file
 
 
 def find_images(targets: str | Sequence[str]) -> list[Path]:
@@ -38,16 +37,18 @@ def find_images(targets: str | Sequence[str]) -> list[Path]:
     return files
 
 
-def load_images(files: Sequence[Path], channels: int) -> list[torch.Tensor]:
-    """Each file as uint8 (channels, H, W), whatever its format's own channels."""
-    modes = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
-    if channels not in modes:
+def load_images(
+    files: Sequence[Path], channels: int, max_pixels: int = MAX_IMAGE_PIXELS
+) -> list[torch.Tensor]:
+    """Each file as uint8 (channels, H, W), whatever its format's own channels; a file of more
+    than ``max_pixels`` pixels is refused from its header, before it is decoded."""
+    if channels not in MODES:
         raise ConfigError(f"predict: images with {channels} channels are not supported")
 
     def unreadable(path: str, reason: str) -> ConfigError:
-        return ConfigError(f"predict: {path} is not a readable PNG, JPEG or WebP image ({reason})")
+        return ConfigError(f"predict: cannot read {path}: {reason}")
 
-    return [decode(path, modes[channels], unreadable) for path in files]
+    return [decode(path, MODES[channels], unreadable, max_pixels=max_pixels) for path in files]
 
 
 def top_k(

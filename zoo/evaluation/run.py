@@ -27,10 +27,17 @@ from zoo.core.config import CONFIG_DIR, instantiate_group, to_plain, validate
 from zoo.core.errors import ConfigError
 from zoo.core.plots import log_figure
 from zoo.evaluation import visualize
-from zoo.evaluation.attacks import FGSMRobustness, pixel_normalization
+from zoo.evaluation.attacks import (
+    attack_tables,
+    build_attack,
+    check_attack,
+    pixel_normalization,
+)
 from zoo.evaluation.checkpoint import Checkpoint, load_checkpoint
 from zoo.evaluation.onnx import export_onnx
+from zoo.evaluation.outputs import output_errors, prepare_output_dir
 from zoo.evaluation.predict import find_images, load_images, top_k
+from zoo.evaluation.pretrained import check_source, published_weights
 from zoo.evaluation.reports import (
     MAX_DRAWN_CLASSES,
     PerClass,
@@ -39,41 +46,34 @@ from zoo.evaluation.reports import (
     WorstSamples,
     metric_values,
 )
-from zoo.tasks.build import build_datamodule, image_size
+from zoo.tasks.build import build_datamodule, follow_weights, image_size
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("test", "val", "train")
 EXPORTS = ("onnx",)
-ATTACKS = ("fgsm",)
 
 
 def check_options(cfg: DictConfig) -> None:
     """ConfigError for impossible evaluate.py options, before the checkpoint is read."""
+    check_source(cfg)  # ckpt_path= or model= with model.weights= (and data=)
     validate(cfg)
     if cfg.split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
-    for key, low in (("worst_images", 0), ("top_k", 1)):
+    for key, low in (
+        ("worst_images", 0),
+        ("top_k", 1),
+        ("max_image_pixels", 1),
+        ("max_image_size", 1),
+    ):
         value = cfg.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
     visualize.requested(cfg)  # the method names, before the checkpoint is read
     if cfg.get("export") is not None and cfg.export not in EXPORTS:
         raise ConfigError(f"export must be one of {', '.join(EXPORTS)}, got {cfg.export!r}")
-    attack = cfg.get("attack")
-    if attack:
-        if attack.get("name") not in ATTACKS:
-            raise ConfigError(f"attack must be one of {', '.join(ATTACKS)}, got {attack!r}")
-        eps = to_plain(attack).get("eps")
-        if (
-            not isinstance(eps, list)
-            or not eps
-            or not all(isinstance(e, int | float) and not isinstance(e, bool) for e in eps)
-            or not all(0 <= e <= 1 for e in eps)
-        ):
-            raise ConfigError(
-                f"attack.eps must be a list of numbers in [0, 1] (pixel units), got {eps!r}"
-            )
+    if cfg.get("attack"):
+        check_attack(to_plain(cfg.attack))
 
 
 def local_paths(name: str, paths: DictConfig) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def resolve_data(cfg: DictConfig, checkpoint: Checkpoint) -> dict[str, Any]:
             f"{', '.join(data.available())} (data=<name>)"
         )
     model = checkpoint.model
-    spec["image_size"] = image_size(model, spec.get("image_size"))
+    spec["image_size"] = image_size(model, spec.get("image_size"), cfg.get("max_image_size"))
     classes = spec.get("num_classes")
     if classes is not None and classes != model.num_classes:
         raise ConfigError(
@@ -186,19 +186,28 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     The metrics come from the task module's own test loop, the one training tests with: the
     module is rebuilt from the checkpoint, and the report callbacks (zoo.evaluation.reports) add
-    what training does not log.
+    what training does not log. Every output goes into ``output_dir``, checked first
+    (zoo.evaluation.outputs): a write that can't happen is one line naming the path.
     """
     check_options(cfg)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = load_checkpoint(cfg.ckpt_path)
+    prepare_output_dir(output_dir)
+    with output_errors(output_dir):
+        return _evaluate(cfg, output_dir)
+
+
+def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    ckpt_path = cfg.get("ckpt_path")
+    checkpoint = load_checkpoint(ckpt_path) if ckpt_path else published_weights(cfg)
     module, model = checkpoint.module, checkpoint.model
     if model.task != "classification" and (cfg.get("attack") or cfg.get("predict")):
         raise ConfigError(f"attack and predict are for classifiers; this is a {model.task} model")
     spec = resolve_data(cfg, checkpoint)
+    spec.update(follow_weights(module, spec))  # model.weights= without a checkpoint
     datamodule = build_datamodule(spec)
     report: dict[str, Any] = {
         "checkpoint": str(cfg.ckpt_path),
         "model": checkpoint.hparams["model"],
+        "pretrained": module.pretrained.summary() if module.pretrained else None,
         "task": model.task,
         "dataset": spec["name"],
         "image_size": spec["image_size"],
@@ -210,7 +219,9 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     if cfg.get("predict") or cfg.get("export"):
         if cfg.get("predict"):
-            files, batch = read_images(to_plain(cfg.predict), datamodule, model.in_channels)
+            files, batch = read_images(
+                to_plain(cfg.predict), datamodule, model.in_channels, cfg.max_image_pixels
+            )
             trainer = build_trainer(cfg, [], inference_mode=True)
             loader = DataLoader(TensorDataset(batch), batch_size=256)
             probabilities = torch.cat(trainer.predict(module, dataloaders=loader))
@@ -231,7 +242,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     ]
     if attack:
         mean, std = pixel_normalization(datamodule, model.in_channels)
-        reports.append(FGSMRobustness(attack["eps"], mean, std, attack.get("examples", 8)))
+        reports.append(build_attack(attack, mean, std, model.num_classes, output_dir))
     loggers = instantiate_group(cfg.get("logger"))
     trainer = build_trainer(cfg, loggers, inference_mode=not attack, callbacks=reports)
     use_split(datamodule, cfg.split)
@@ -248,14 +259,14 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 
 def read_images(
-    targets: str | Sequence[str], datamodule: Any, channels: int
+    targets: str | Sequence[str], datamodule: Any, channels: int, max_pixels: int
 ) -> tuple[list[Path], torch.Tensor]:
     """The image files named, and the batch they make, preprocessed as the training data was."""
     preprocess = getattr(datamodule, "preprocess_images", None)
     if preprocess is None:
         raise ConfigError(f"predict: {type(datamodule).__name__} cannot preprocess image files yet")
     files = find_images(targets)
-    return files, preprocess(load_images(files, channels))
+    return files, preprocess(load_images(files, channels, max_pixels))
 
 
 def print_predictions(predictions: Sequence[Mapping[str, Any]]) -> None:
@@ -293,14 +304,8 @@ def print_report(report: Mapping[str, Any], names: Sequence[str]) -> None:
         # Wider than the terminal (or 80 columns in a pipe) rather than cut into ellipses.
         needed = console.measure(table, options=console.options.update_width(10_000)).maximum
         Console(width=max(console.width, needed)).print(table)
-    if "fgsm" in report:
-        fgsm = Table(title="FGSM")
-        fgsm.add_column("eps (pixels)", justify="right")
-        fgsm.add_column("accuracy", justify="right")
-        fgsm.add_row("clean", f"{report['acc']:.4f}")
-        for eps, acc in zip(report["fgsm"]["eps"], report["fgsm"]["acc"], strict=True):
-            fgsm.add_row(f"{eps:g}", f"{acc:.4f}")
-        console.print(fgsm)
+    for table in attack_tables(report):
+        console.print(table)
 
 
 def _cell(value: Any) -> str:

@@ -3,8 +3,9 @@
 >>> from zoo import models
 >>> models.available()  # doctest: +NORMALIZE_WHITESPACE
 ['alexnet', 'googlenet', 'lenet', 'resnet18', 'resnet34', 'resnet50', 'unet',
- 'vgg11', 'vgg13', 'vgg16', 'vgg19']
+ 'vgg11', 'vgg11_bn', 'vgg13', 'vgg13_bn', 'vgg16', 'vgg16_bn', 'vgg19', 'vgg19_bn']
 >>> net = models.build("resnet18", num_classes=10, in_channels=1, small_input=True)
+>>> net = models.build("resnet18", weights="IMAGENET1K_V1", num_classes=10)  # doctest: +SKIP
 >>> models.input_spec("vgg16")  # read from the class: nothing is built
 InputSpec(native=224, minimum=32, multiple=1, exact=False)
 
@@ -16,8 +17,12 @@ that the name stands for, which ``build`` supplies and refuses from callers.
 
 from __future__ import annotations
 
+from typing import Any
+
 from zoo.core.registry import Registry
 from zoo.models.base import InputSpec, ZooModel
+from zoo.models.weights import Pretrained, load_pretrained
+from zoo.models.weights import resolve as resolve_weights
 
 MODELS: Registry[ZooModel] = Registry("model")
 register_model = MODELS.register
@@ -28,14 +33,33 @@ def available() -> list[str]:
     return MODELS.names()
 
 
-def build(name: str, **kwargs: object) -> ZooModel:
-    """Build a registered model by name; unknown names or arguments raise a ValueError."""
-    return MODELS.build(name, **kwargs)
+def build(name: str, weights: str | Pretrained | None = None, **kwargs: Any) -> ZooModel:
+    """Build a registered model by name; unknown names or arguments raise a ValueError.
+
+    ``weights``: torchvision's weights by enum name (``"IMAGENET1K_V1"``, ``"DEFAULT"``) for the
+    torchvision-shaped models, a path to a state_dict file, or what ``pretrained`` resolved
+    (zoo.models.weights: verified at every load, read weights-only, fitted to ``num_classes``
+    and ``in_channels``). Its errors are ``WeightsError``s (a ConfigError, so a ValueError too).
+    """
+    if weights is None:
+        return MODELS.build(name, **kwargs)
+    resolved = weights if isinstance(weights, Pretrained) else pretrained(name, weights, **kwargs)
+    model = MODELS.build(name, **resolved.arguments)
+    load_pretrained(model, resolved)
+    return model
 
 
-def input_spec(name: str, **kwargs: object) -> InputSpec:
+def pretrained(name: str, weights: str, **kwargs: Any) -> Pretrained:
+    """The weights ``build(name, weights=weights, **kwargs)`` would load, resolved without
+    reading anything: their file, URL, digest, categories, accuracy and preprocessing, and the
+    constructor arguments they need (GoogLeNet's ``transform_input``)."""
+    return resolve_weights(MODELS, name, weights, **kwargs)
+
+
+def input_spec(name: str, weights: object = None, **kwargs: object) -> InputSpec:
     """The input sizes ``build(name, **kwargs)`` would accept, read without building it.
-    Unknown names or arguments raise the same ValueError as ``build``."""
+    Unknown names or arguments raise the same ValueError as ``build``; ``weights`` change no
+    size."""
     arguments = MODELS.arguments(name, **kwargs)
     model_cls = MODELS.get(name)
     if not (isinstance(model_cls, type) and issubclass(model_cls, ZooModel)):
@@ -46,4 +70,13 @@ def input_spec(name: str, **kwargs: object) -> InputSpec:
 # Importing the families fills the registry.
 from zoo.models import alexnet, googlenet, lenet, resnet, unet, vgg  # noqa: E402, F401
 
-__all__ = ["InputSpec", "ZooModel", "available", "build", "input_spec", "register_model"]
+__all__ = [
+    "InputSpec",
+    "Pretrained",
+    "ZooModel",
+    "available",
+    "build",
+    "input_spec",
+    "pretrained",
+    "register_model",
+]

@@ -58,6 +58,9 @@ class AlexNet(ZooModel):
         dropout: Dropout probability before the first two fully connected layers.
     """
 
+    head_names = ("classifier.6",)
+    first_conv = "features.0.weight"
+
     @classmethod
     def input_spec_for(cls, variant: str = "original", **arguments: object) -> InputSpec:
         if variant not in VARIANTS:

@@ -71,13 +71,20 @@ class InputSpec:
 class ZooModel(nn.Module):
     """Base class of the zoo's networks.
 
-    Subclasses set ``task`` and ``default_input_spec``; one whose input sizes depend on a
-    constructor argument overrides the ``input_spec_for`` classmethod and passes its result to
-    ``ZooModel.__init__``. ``forward`` calls ``self.check_input(x)`` first thing.
+    Subclasses set ``task``, ``default_input_spec``, ``head_names`` and ``first_conv``; one
+    whose input sizes depend on a constructor argument overrides the ``input_spec_for``
+    classmethod and passes its result to ``ZooModel.__init__``. ``forward`` calls
+    ``self.check_input(x)`` first thing.
     """
 
     task: ClassVar[str] = "classification"
     default_input_spec: ClassVar[InputSpec] = InputSpec(native=224)
+    # For pretrained weights and fine-tuning (zoo.models.weights, zoo.tasks.finetune):
+    # ``head_names``: the modules that map features to classes, re-initialised when
+    # num_classes differs from the weights' and left trainable by ``freeze=backbone``;
+    # ``first_conv``: the parameter that sees the input's channels (adapted for in_channels).
+    head_names: ClassVar[tuple[str, ...]] = ()
+    first_conv: ClassVar[str | None] = None
 
     @classmethod
     def input_spec_for(cls, **arguments: object) -> InputSpec:

@@ -19,6 +19,10 @@ from torch import nn
 from zoo.models import register_model
 from zoo.models.base import InputSpec, ZooModel
 
+# The normalisation torchvision's GoogLeNet weights expect their inputs to have had.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 class GoogLeNetOutputs(NamedTuple):
     """What GoogLeNet returns in training mode with ``aux_logits=True`` (torchvision's order)."""
@@ -112,11 +116,20 @@ class GoogLeNet(ZooModel):
             ``aux_logits=False``, it returns the logits tensor alone.
         dropout: Dropout probability before the final fully connected layer.
         aux_dropout: Dropout probability inside the auxiliary classifiers.
+        transform_input: Map inputs normalised with ImageNet's mean and std to the
+            ``(x - 0.5) / 0.5`` scaling of the TensorFlow model torchvision's weights were
+            ported from, as ``torchvision.models.googlenet`` does. ``None`` means false, except
+            in ``zoo.models.build(..., weights=...)`` with torchvision's weights, where it means
+            true, as in torchvision. A 1-channel model uses the mean of the three channels'
+            constants (a grey image is what an RGB model sees as three equal channels).
     """
 
     # A 3x3 pool needs at least 2x2 even in ceil mode: 15x15 reaches maxpool3 as 2x2, 14x14 as
     # 1x1.
     default_input_spec = InputSpec(native=224, minimum=15)
+    # The auxiliary classifiers are heads too: torchvision's file holds untrained ones.
+    head_names = ("fc", "aux1", "aux2")
+    first_conv = "conv1.conv.weight"
 
     def __init__(
         self,
@@ -125,8 +138,20 @@ class GoogLeNet(ZooModel):
         aux_logits: bool = True,
         dropout: float = 0.2,
         aux_dropout: float = 0.7,
+        transform_input: bool | None = None,
     ) -> None:
         super().__init__(in_channels, num_classes)
+        self.transform_input = bool(transform_input)
+        if self.transform_input and in_channels not in (1, 3):
+            raise ValueError(
+                f"transform_input needs in_channels 1 or 3 (ImageNet's RGB), got {in_channels}"
+            )
+        # torchvision's constants: x * (std / 0.5) + (mean - 0.5) / 0.5, channel by channel.
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        if in_channels == 1:
+            mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+        self._input_scale = tuple(s / 0.5 for s in std)
+        self._input_shift = tuple((m - 0.5) / 0.5 for m in mean)
         for name, p in (("dropout", dropout), ("aux_dropout", aux_dropout)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
@@ -173,8 +198,16 @@ class GoogLeNet(ZooModel):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
+    def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, len(self._input_scale), 1, 1)
+        scale = torch.tensor(self._input_scale, dtype=x.dtype, device=x.device).view(shape)
+        shift = torch.tensor(self._input_shift, dtype=x.dtype, device=x.device).view(shape)
+        return x * scale + shift
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:
         self.check_input(x)
+        if self.transform_input:
+            x = self._transform_input(x)
         x = self.conv1(x)
         x = self.maxpool1(x)
         x = self.conv2(x)

@@ -33,6 +33,8 @@ class LeNet5(ZooModel):
     # The paper's 28x28 MNIST digits are centred in a 32x32 field, so that strokes reach the
     # centre of C3's receptive fields; that padding belongs in the data pipeline, not here.
     default_input_spec = InputSpec(native=32, minimum=32, exact=True)
+    head_names = ("classifier.4",)
+    first_conv = "features.0.weight"
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, modern: bool = False) -> None:
         super().__init__(in_channels, num_classes)

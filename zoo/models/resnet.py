@@ -141,6 +141,9 @@ class ResNet(ZooModel):
             block begins as the identity (Goyal et al., 2017); off by default, as in torchvision.
     """
 
+    head_names = ("fc",)
+    first_conv = "conv1.weight"
+
     @classmethod
     def input_spec_for(cls, small_input: bool = False, **arguments: object) -> InputSpec:
         # Every downsampling layer is padded and rounds up, so even a 1x1 image stays 1x1.

@@ -91,6 +91,8 @@ class UNet(ZooModel):
     # The paper tiles 572x572 inputs with unpadded convolutions; with padding, its 512x512 ISBI
     # frames are the natural size.
     default_input_spec = InputSpec(native=512, minimum=16, multiple=16)
+    head_names = ("head",)
+    first_conv = "stem.0.weight"
 
     def __init__(
         self,

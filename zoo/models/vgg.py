@@ -16,8 +16,9 @@ name       config  weight layers          parameters (1000 classes)
 
 Configuration C (VGG16 with three 1x1 convolutions) and A-LRN are left out, as in torchvision:
 the paper found both no better than their neighbours. The ``state_dict`` keys match
-``torchvision.models.vgg11`` ... ``vgg19`` (``vgg11_bn`` ... with ``batch_norm=True``), so
-torchvision's weights load directly.
+``torchvision.models.vgg11`` ... ``vgg19``; ``vgg11_bn`` ... ``vgg19_bn`` (registered under
+torchvision's names, or ``batch_norm=True``) match its batch-normalised forms, so torchvision's
+weights load directly.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ class VGG(ZooModel):
 
     # Five 2x2 pools halve the image five times: 32 is the smallest side that keeps one pixel.
     default_input_spec = InputSpec(native=224, minimum=32)
+    head_names = ("classifier.6",)
+    first_conv = "features.0.weight"
 
     @classmethod
     def input_spec_for(cls, cfg: Config | None = None, **arguments: object) -> InputSpec:
@@ -177,3 +180,8 @@ register_model("vgg11", VGG, cfg="A")
 register_model("vgg13", VGG, cfg="B")
 register_model("vgg16", VGG, cfg="D")
 register_model("vgg19", VGG, cfg="E")
+# torchvision's names for the batch-normalised forms, whose weights it publishes apart.
+register_model("vgg11_bn", VGG, cfg="A", batch_norm=True)
+register_model("vgg13_bn", VGG, cfg="B", batch_norm=True)
+register_model("vgg16_bn", VGG, cfg="D", batch_norm=True)
+register_model("vgg19_bn", VGG, cfg="E", batch_norm=True)

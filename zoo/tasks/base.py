@@ -5,6 +5,7 @@ Lightning's ThroughputMonitor turns into MFU."""
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -12,12 +13,15 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.throughput import measure_flops
 from matplotlib.figure import Figure
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 
 from zoo import models
 from zoo.core.errors import ConfigError
 from zoo.core.plots import log_figure
-from zoo.tasks.optim import build_optimizer, build_scheduler
+from zoo.tasks import finetune
+from zoo.tasks.optim import build_optimizer, build_scheduler, parameter_groups
+
+log = logging.getLogger(__name__)
 
 
 def count_flops(spec: Mapping[str, Any], input_shape: torch.Size, training: bool) -> int:
@@ -68,6 +72,9 @@ class ZooTask(pl.LightningModule):
         class_names: Sequence[str] | None = None,
         log_images: int = 16,
         data: Mapping[str, Any] | None = None,
+        freeze: str = "none",
+        backbone_lr_scale: float = 1.0,
+        norm_weight_decay: float | None = None,
     ) -> None:
         super().__init__()
         # Lightning collects the arguments of every __init__ up the call chain: the subclass's too.
@@ -77,9 +84,13 @@ class ZooTask(pl.LightningModule):
             raise ValueError(
                 f"task.label_smoothing must be a number in [0, 1), got {label_smoothing!r}"
             )
+        finetune.check_options(freeze, backbone_lr_scale, norm_weight_decay)
         self.build_network()
         num_classes = self.model.num_classes
         names = class_names or (data or {}).get("class_names")
+        categories = self.pretrained.categories if self.pretrained is not None else None
+        if not names and categories and len(categories) == num_classes:
+            names = categories  # torchvision's weights, head kept: ImageNet's class names
         self.class_names: list[str] | None = [str(n) for n in names] if names else None
         if self.class_names is not None and len(self.class_names) != num_classes:
             raise ValueError(
@@ -88,6 +99,13 @@ class ZooTask(pl.LightningModule):
         self.train_metrics = self.metrics(num_classes).clone(prefix="train/")
         self.val_metrics = self.metrics(num_classes).clone(prefix="val/")
         self.test_metrics = self.metrics(num_classes).clone(prefix="test/")
+        # Each split's mean loss per epoch, summed across ranks by torchmetrics: Lightning's mean
+        # of a logged tensor divides by the ranks' mean sample count, which it rounds down to an
+        # integer under gloo (2.6.6: 201 test images on 2 ranks count as 200).
+        # (Not nan_strategy="disable": torchmetrics 1.9 then drops the batch-size weights.)
+        self.train_mean_loss = MeanMetric()
+        self.val_mean_loss = MeanMetric()
+        self.test_mean_loss = MeanMetric()
 
     @classmethod
     def options(cls) -> set[str]:
@@ -117,14 +135,25 @@ class ZooTask(pl.LightningModule):
     def log_split(
         self, split: str, loss: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor
     ) -> None:
-        """Log ``{split}/loss`` (per step in training) and update and log the split's metrics
-        (per epoch) from ``outputs`` (what the metrics take: logits or predicted labels)."""
+        """Log ``{split}/loss`` (per step in training, with the epoch's mean as
+        ``train/loss_epoch``) and update and log the split's metrics (per epoch) from
+        ``outputs`` (what the metrics take: logits or predicted labels)."""
         metrics = {"train": self.train_metrics, "val": self.val_metrics}.get(
             split, self.test_metrics
         )
         metrics(outputs, targets)
         size = len(targets)
-        self.log(f"{split}/loss", loss, prog_bar=split != "test", batch_size=size)
+        mean_loss = {"train": self.train_mean_loss, "val": self.val_mean_loss}.get(
+            split, self.test_mean_loss
+        )
+        mean_loss.update(loss.detach(), weight=size)
+        if split == "train":
+            self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        # The mean over the epoch, every rank's share in it: for training also logged at every
+        # epoch's end whatever log_every_n_steps says (a run shorter than that interval would
+        # otherwise log no training loss at all).
+        name = "train/loss_epoch" if split == "train" else f"{split}/loss"
+        self.log(name, mean_loss, on_step=False, on_epoch=True, prog_bar=split == "val")
         self.log_dict(
             metrics, on_step=False, on_epoch=True, prog_bar=split == "val", batch_size=size
         )
@@ -143,7 +172,21 @@ class ZooTask(pl.LightningModule):
     def build_network(self) -> None:
         spec = dict(self.hparams.model)
         name = spec.pop("name")
-        self.model = models.build(name, **spec)
+        weights = spec.pop("weights", None)
+        self.pretrained = None if weights is None else models.pretrained(name, weights, **spec)
+        if self.pretrained is not None:
+            spec = self.pretrained.arguments  # with the weights' defaults (transform_input)
+        if "weights" in self.hparams.model:
+            # What the checkpoint rebuilds: the network the weights went into, without them
+            # (its state_dict holds them), so evaluating it needs no weights file.
+            self.hparams.model = {"name": name, **spec}
+        self.model = models.build(name, weights=self.pretrained, **spec)
+        # BatchNorm layers task.freeze keeps in eval mode, whatever train() says (see train).
+        self._frozen_norms = finetune.freeze(self.model, self.hparams.freeze)
+        for module in self._frozen_norms:
+            module.eval()
+        if self.hparams.freeze == "backbone" and self.pretrained is None:
+            log.warning("task.freeze=backbone without model.weights: the backbone stays random")
         if self.model.task != self.task:
             raise ValueError(
                 f"model {name!r} is a {self.model.task} network; "
@@ -177,12 +220,31 @@ class ZooTask(pl.LightningModule):
                 for mode in (True, False)
             }
 
+    def train(self, mode: bool = True) -> ZooTask:
+        """Lightning puts the module into train mode at every epoch's start: the BatchNorm
+        layers task.freeze froze go back to eval mode, so their statistics never change."""
+        super().train(mode)
+        for module in getattr(self, "_frozen_norms", ()):
+            module.eval()
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Where the starting weights came from (plain strings): for the record only.
+        if self.pretrained is not None:
+            checkpoint["pretrained"] = self.pretrained.summary()
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Kept to check, once the new schedule exists, that the resumed one still fits it.
         self._resumed_scheduler_states = checkpoint.get("lr_schedulers", [])
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.parameters(), self.hparams.optimizer)
+        groups = parameter_groups(
+            self.model,
+            finetune.heads(self.model),
+            self.hparams.backbone_lr_scale,
+            self.hparams.norm_weight_decay,
+        )
+        optimizer = build_optimizer(groups, self.hparams.optimizer)
         trainer = self.trainer
         total = int(trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, trainer.max_epochs or 1))

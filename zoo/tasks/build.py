@@ -3,6 +3,7 @@ the task module, the image size the model takes, the datamodule."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,9 @@ from zoo import data, models
 from zoo.core.errors import ConfigError
 from zoo.tasks import TASKS, task_class
 from zoo.tasks.base import ZooTask
+from zoo.tasks.mixing import refuse_for_segmentation
+
+log = logging.getLogger(__name__)
 
 
 def task_options(options: Mapping[str, Any], module_cls: type[ZooTask]) -> dict[str, Any]:
@@ -28,6 +32,19 @@ def task_options(options: Mapping[str, Any], module_cls: type[ZooTask]) -> dict[
     return {key: value for key, value in options.items() if key in mine}
 
 
+def check_pairing(model_name: str, task: str, dataset: str | None) -> None:
+    """ConfigError where the dataset's targets are not the model's task's: a U-Net's per-pixel
+    loss on one label per image asks for tens of GB before failing, a classifier's on masks
+    fails obscurely."""
+    if dataset not in data.available() or data.task(dataset) == task:
+        return
+    fitting = [name for name in data.available() if data.task(name) == task]
+    raise ConfigError(
+        f"model {model_name!r} is a {task} network, but data={dataset} holds "
+        f"{data.task(dataset)} targets: use a {task} dataset ({', '.join(fitting)})"
+    )
+
+
 def build_task(
     model: Mapping[str, Any],
     optimizer: Mapping[str, Any],
@@ -36,9 +53,18 @@ def build_task(
     options: Mapping[str, Any] | None = None,
 ) -> ZooTask:
     """The task module for the registry model ``model`` (plain dicts all), before any data is
-    touched; impossible values raise ConfigError."""
+    touched; impossible values raise ConfigError.
+
+    What the dataset says about itself comes first (``zoo.data.describe``: an image folder's
+    class folders), so that ``model.num_classes`` may follow it and the class names are kept."""
+    if data is not None:
+        data = describe_data(data)
+        if model.get("num_classes") is None and data.get("num_classes") is not None:
+            model = {**model, "num_classes": data["num_classes"]}
     module_cls = task_class(model.get("name"))
+    check_pairing(model.get("name"), module_cls.task, (data or {}).get("name"))
     try:
+        refuse_for_segmentation(options or {}, module_cls.task)
         return module_cls(
             model=dict(model),
             optimizer=dict(optimizer),
@@ -50,15 +76,81 @@ def build_task(
         raise ConfigError(str(err)) from err
 
 
-def image_size(model: models.ZooModel, requested: int | None) -> int:
+# data.image_size above this is refused before anything is allocated, be it typed or read from
+# a checkpoint (max_image_size in train.yaml and evaluate.yaml): at 4,096 px one RGB float32
+# image is 200 MB before the first layer; at 10^5 px, 120 GB.
+MAX_IMAGE_SIZE = 4096
+
+
+def image_size(model: models.ZooModel, requested: int | None, max_size: int | None = None) -> int:
     """``requested`` (data.image_size), or the model's native size when None; checked against
-    what the model accepts."""
+    what the model accepts and against ``max_size`` (default ``MAX_IMAGE_SIZE``)."""
     size = requested or model.native_input_size[0]
+    limit = MAX_IMAGE_SIZE if max_size is None else max_size
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"max_image_size must be an integer >= 1, got {limit!r}")
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise ConfigError(f"data.image_size must be an integer or null, got {size!r}")
+    if size > limit:
+        raise ConfigError(
+            f"data.image_size={size} is over max_image_size={limit}: an image that large "
+            "would not fit in memory; set max_image_size=N if it is meant"
+        )
     try:
         model.check_input_size(size)
     except ValueError as err:
         raise ConfigError(f"data.image_size={size}: {err}") from err
     return int(size)
+
+
+def describe_data(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``zoo.data.describe`` (an image folder's classes), for a known dataset name."""
+    if spec.get("name") not in data.available():
+        return dict(spec)
+    return data.describe(spec)
+
+
+def follow_weights(module: ZooTask, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Datamodule arguments from the pretrained weights' own preprocessing (mean, std, the
+    evaluation resize of ``weights.transforms()``) for each key that ``spec`` leaves null; a key
+    it sets otherwise is kept, and the mismatch logged, as is a crop (``data.image_size``) other
+    than the weights' (null is the model's native size, which is theirs). Nothing without
+    weights."""
+    pretrained = getattr(module, "pretrained", None)
+    expected = getattr(pretrained, "preprocessing", None)
+    if expected is None:
+        return {}
+    wanted = {
+        "image_size": expected.crop_size,
+        "resize_size": expected.resize_size,
+        "mean": list(expected.mean),
+        "std": list(expected.std),
+    }
+    accepted = data.arguments(spec["name"])
+    if "mean" not in accepted:
+        log.info(
+            "data=%s has its own preprocessing; %s was measured with %s",
+            spec["name"],
+            pretrained.description,
+            ", ".join(f"{key}={value}" for key, value in wanted.items()),
+        )
+        return {}
+    overrides: dict[str, Any] = {}
+    for key, value in wanted.items():
+        given = spec.get(key)
+        if given is None:
+            if key != "image_size":  # image_size(): null is the native size, the weights' crop
+                overrides[key] = value
+        elif (list(given) if isinstance(given, list | tuple) else given) != value:
+            log.warning(
+                "data.%s=%s, but %s was measured with %s=%s: the data config is kept",
+                key,
+                given,
+                pretrained.description,
+                key,
+                value,
+            )
+    return overrides
 
 
 def build_datamodule(spec: Mapping[str, Any], **overrides: Any) -> pl.LightningDataModule:

@@ -1,5 +1,6 @@
 """Exact resume: what Lightning's checkpoints leave out for a bitwise-exact ``ckpt_path=last``,
-the RNG states and the position in the shuffled training order (README, "Fault tolerance")."""
+the RNG states and the position in the shuffled training order (README, "Fault tolerance"); and
+the check that a resumed run's config continues its checkpoint's run, not another one."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import random
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,10 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
+from zoo.core.errors import ConfigError
 from zoo.data.sampling import ResumableBatchSampler
+from zoo.models.loading import WeightsError, check_values, safe_load
+from zoo.tasks.base import ZooTask
 from zoo.training.checkpoint_io import remove_stale_temp_files
 
 log = logging.getLogger(__name__)
@@ -119,3 +124,100 @@ class ResumeState(Callback):
             message="You're resuming from a checkpoint that ended before the epoch ended",
             category=PossibleUserWarning,
         )
+
+
+# What a resumed run must share with the checkpoint it continues, by config group (None: every
+# key). The network: the weights must fit it and mean what they meant. The optimizer and the
+# schedule: their restored state replaces the new values silently, or no longer fits them (SGD's
+# momentum buffers are not in an Adam state). The data keys that change the inputs' shape or
+# the classes, or the training order that the saved position counts batches of.
+MUST_MATCH: dict[str, tuple[str, ...] | None] = {
+    "model": None,
+    "optimizer": None,
+    "scheduler": None,
+    "data": (
+        "name",
+        "image_size",
+        "resize",
+        "channels",
+        "num_classes",
+        "classes",
+        "batch_size",
+        "val_size",
+        "split_seed",
+        "train_canvases",
+        "canvas_seed",
+        "images_per_class",
+        "holdout_per_class",
+        "val_fraction",
+        "test_fraction",
+    ),
+}
+_ABSENT = "(not set)"
+
+
+def _flat(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        items = [_flat(v, f"{prefix}.{k}") for k, v in value.items()]
+        return {key: leaf for item in items for key, leaf in item.items()} or {prefix: {}}
+    return {prefix: value}
+
+
+def config_mismatch(
+    run: Mapping[str, Any], checkpoint: Mapping[str, Any]
+) -> tuple[str, Any, Any] | None:
+    """The first key of MUST_MATCH whose value in this run's plain config ``run`` differs from
+    the checkpoint's hyper-parameters, as ``(key, checkpoint's, run's)``; None if all agree."""
+    for group, keys in MUST_MATCH.items():
+        mine, theirs = run.get(group) or {}, checkpoint.get(group) or {}
+        if keys is not None:
+            mine = {k: mine.get(k, _ABSENT) for k in keys if k in mine or k in theirs}
+            theirs = {k: theirs.get(k, _ABSENT) for k in mine}
+        flat_mine, flat_theirs = _flat(mine, group), _flat(theirs, group)
+        # The name first: another model or optimizer differs in its arguments too.
+        name = f"{group}.name"
+        for key in sorted(flat_mine.keys() | flat_theirs.keys(), key=lambda k: (k != name, k)):
+            new, old = flat_mine.get(key, _ABSENT), flat_theirs.get(key, _ABSENT)
+            if new != old:
+                return key, old, new
+    return None
+
+
+def check_resumable(run: Mapping[str, Any], checkpoint: Mapping[str, Any], path: Path) -> None:
+    """ConfigError, naming the key, where this run's config would change what the checkpoint
+    at ``path`` trained (its ``hyper_parameters``), instead of continuing it."""
+    mismatch = config_mismatch(run, checkpoint)
+    if mismatch is None:
+        return
+    key, old, new = mismatch
+    raise ConfigError(
+        f"{path} was trained with {key}={old!r}, this run has {key}={new!r}: a resume "
+        "continues the checkpoint's run unchanged. Resume without that override, or start a "
+        "fresh run (without ckpt_path, in a new hydra.run.dir) to train with it"
+    )
+
+
+def check_checkpoint(path: Path, module: ZooTask) -> None:
+    """Refuse, in one line, a checkpoint that ``train.py ckpt_path=`` can't continue: unreadable
+    or hostile (read weights-only, zoo.models.loading), not written by train.py, weights that
+    are NaN, infinite or of the wrong kind (named), or trained with another config than this
+    run's ``module`` (check_resumable). Lightning then reads it again to resume."""
+    checkpoint = safe_load(path)
+    parts = ("state_dict", "hyper_parameters")
+    if not isinstance(checkpoint, Mapping) or not all(
+        isinstance(checkpoint.get(part), Mapping) for part in parts
+    ):
+        raise ConfigError(f"{path} is not a checkpoint train.py wrote (no state_dict and "
+                          "hyper_parameters)")  # fmt: skip
+    check_resumable(dict(module.hparams), checkpoint["hyper_parameters"], path)
+    # The weights, and the raw weights beside an average (callbacks=ema) that training goes on
+    # from; keys are the task module's ("model." + the network's).
+    for part in ("state_dict", "current_model_state"):
+        state = checkpoint.get(part)
+        if not isinstance(state, Mapping):
+            continue
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor):
+                raise WeightsError(f"{path}: {part} entry {key!r} is not a tensor")
+        weights = {k.removeprefix("model."): v for k, v in state.items()}
+        check_values(module.model, weights, path)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 from rich.console import Console
@@ -17,15 +20,24 @@ from rich.table import Table
 
 from zoo.core.config import instantiate_group, to_plain, validate
 from zoo.core.errors import ConfigError, in_multirun
-from zoo.tasks.build import build_datamodule, build_task, image_size
+from zoo.tasks.build import build_datamodule, build_task, follow_weights, image_size
+from zoo.training.cluster import cluster_ckpt_path
+from zoo.training.objective import ObjectiveIsLogged, objective_value
+from zoo.training.resume import check_checkpoint
+from zoo.training.run_lock import single_writer
 
 log = logging.getLogger(__name__)
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """'last' means this run directory's last.ckpt; anything else must be an existing file."""
+    """'last' means this run directory's last.ckpt; 'auto' the same when there is one, else
+    none (how a requeued cluster job resumes: zoo.training.cluster); anything else must be an
+    existing file."""
     if ckpt_path is None:
         return None
+    if ckpt_path == "auto":
+        last = output_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
     if ckpt_path == "last":
         last = output_dir / "checkpoints" / "last.ckpt"
         if not last.is_file():
@@ -43,7 +55,11 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
 def refuse_ddp_in_multirun(trainer: pl.Trainer) -> None:
     """Lightning relaunches train.py once per extra rank into hydra.run.dir, which in a sweep is
     not the job's directory: the ranks would write apart. Say so rather than misbehave."""
-    if trainer.world_size > 1 and in_multirun():
+    # Where the cluster starts every rank itself (SLURM's tasks: zoo.training.cluster), the
+    # ranks share the job's directory.
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    external = environment is not None and environment.creates_processes_externally
+    if trainer.world_size > 1 and in_multirun() and not external:
         raise ConfigError(
             "DDP (trainer.devices > 1 or several nodes) can't run inside a Hydra multirun "
             "(-m): run each configuration as its own train.py command"
@@ -59,14 +75,34 @@ def print_metrics(title: str, metrics: dict[str, float]) -> None:
     Console().print(table)
 
 
+def build_trainer(cfg: DictConfig, **objects: object) -> pl.Trainer:
+    """``cfg.trainer`` instantiated; the values Lightning refuses are a ConfigError too."""
+    try:
+        return instantiate(cfg.trainer, **objects)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, MisconfigurationException | ValueError | TypeError):
+            raise ConfigError(f"trainer: {cause}") from err
+        raise
+
+
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     """Fit, then test the best checkpoint; return the test metrics (or the last val metrics),
-    and ``fit_seconds``, as written to ``output_dir/metrics.json``."""
+    the ``optimized_metric`` (zoo.training.objective: its best value where the best checkpoint
+    is chosen by it) and ``fit_seconds``, as written to ``output_dir/metrics.json``.
+
+    Rank 0 holds ``output_dir`` for the whole run (zoo.training.run_lock): a second train.py
+    there stops with a message."""
+    with ExitStack() as held:
+        return _train(cfg, output_dir, held)
+
+
+def _train(cfg: DictConfig, output_dir: Path, held: ExitStack) -> dict[str, float]:
     validate(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     torch.backends.cudnn.benchmark = bool(cfg.trainer.get("benchmark", True))
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    ckpt_path = resolve_ckpt_path(cluster_ckpt_path(cfg.get("ckpt_path")), output_dir)
 
     module = build_task(
         to_plain(cfg.model),
@@ -75,16 +111,28 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         to_plain(cfg.data),
         to_plain(cfg.get("task")) or {},
     )
-    size = image_size(module.model, cfg.data.get("image_size"))
-    datamodule = build_datamodule(to_plain(cfg.data), image_size=size)
+    if ckpt_path is not None:
+        check_checkpoint(Path(ckpt_path), module)
+    size = image_size(module.model, cfg.data.get("image_size"), cfg.get("max_image_size"))
+    # Mean, std and evaluation resize follow pretrained weights unless the data config says.
+    weights_preprocessing = follow_weights(module, to_plain(cfg.data))
+    datamodule = build_datamodule(to_plain(cfg.data), image_size=size, **weights_preprocessing)
 
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
+    objective = cfg.get("optimized_metric")
+    if objective and in_multirun():
+        # A sweep can't score a run that doesn't log its objective: stop at the sanity check.
+        callbacks.append(ObjectiveIsLogged(objective))
     if not loggers:
         # logger=none: Lightning refuses a LearningRateMonitor with nothing to log to.
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
     refuse_ddp_in_multirun(trainer)
+    if trainer.is_global_zero:
+        # Before anything is written (Hydra's config goes to a fresh .hydra/ subfolder when one
+        # is there already: configs/hydra/default.yaml); only rank 0 writes.
+        held.enter_context(single_writer(output_dir))
     for logger in loggers:
         logger.log_hyperparams(to_plain(cfg))
 
@@ -95,6 +143,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     fit_seconds = time.perf_counter() - start
     log.info("fit() took %.2f s", fit_seconds)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    objective_best = objective_value(trainer, objective) if objective else None
     if cfg.get("test") and not trainer.fast_dev_run:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
@@ -104,6 +153,8 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         )
         metrics = {k: float(v) for k, v in results[0].items()}
         print_metrics(f"test metrics ({Path(best).name if best else 'final weights'})", metrics)
+    if objective_best is not None:
+        metrics[objective] = objective_best  # what train.py hands to sweepers
     metrics["fit_seconds"] = fit_seconds
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

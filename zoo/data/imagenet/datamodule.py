@@ -7,9 +7,9 @@ paths, picked by ``decode`` (``zoo.data.imagenet.io``):
   resize + centre crop) and hand over uint8 crops; the main process only normalises, on the
   device.
 - ``gpu``: workers only read the file bytes; the batch is decoded by nvJPEG
-  (``torchvision.io.decode_jpeg(device="cuda")``) and cropped, flipped and normalised on the GPU
-  in ``on_after_batch_transfer``, so the CPU cores don't hold the GPU back. Without a GPU the same
-  code decodes on the CPU, which is how it is tested.
+  (``zoo.data.images.decode_jpegs``: TorchCodec's ``decode_jpeg(device="cuda")``) and cropped,
+  flipped and normalised on the GPU in ``on_after_batch_transfer``, so the CPU cores don't hold
+  the GPU back. Without a GPU the same code decodes on the CPU, which is how it is tested.
 
 Unreadable files fail with their path (``ImageNetDataError``), or are skipped after a pre-scan
 (``skip_corrupt``).
@@ -20,12 +20,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
+from torchvision.transforms import v2
 
 from zoo.data.imagenet.io import (
     DecodedImages,
@@ -45,12 +47,20 @@ from zoo.data.imagenet.layout import (
     resolve_layout,
     split_samples,
 )
-from zoo.data.imagenet.transforms import eval_transform, normalize, train_transform
+from zoo.data.imagenet.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_transform,
+    normalize,
+    train_transform,
+)
+from zoo.data.images import MAX_IMAGE_PIXELS
 from zoo.data.sampling import (
     LoaderPerSplit,
     ResumableTrainingOrder,
     WholeBatches,
     as_is,
+    evaluation_share,
     split_batch_size,
 )
 
@@ -63,7 +73,7 @@ class ImageNetDataModule(LoaderPerSplit, ResumableTrainingOrder, pl.LightningDat
     """ILSVRC-2012 classification: train on train/, validate and test on the official 50,000
     validation images (or validate on ``holdout_per_class`` training images per class)."""
 
-    channels = 3
+    title = "ImageNet"  # how log lines name the dataset
 
     def __init__(
         self,
@@ -75,11 +85,18 @@ class ImageNetDataModule(LoaderPerSplit, ResumableTrainingOrder, pl.LightningDat
         image_size: int = 224,
         decode: str = "cpu",
         color_jitter: float = 0.0,
-        classes: int = NUM_CLASSES,
+        auto_augment: str | None = None,
+        random_erasing: float = 0.0,
+        classes: int | None = NUM_CLASSES,
         images_per_class: int | None = None,
         holdout_per_class: int = 0,
         skip_corrupt: bool = False,
         prefetch_factor: int = 2,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        resize_size: int | None = None,
+        channels: int = 3,
     ) -> None:
         super().__init__()
         if layout not in LAYOUTS:
@@ -90,9 +107,14 @@ class ImageNetDataModule(LoaderPerSplit, ResumableTrainingOrder, pl.LightningDat
             ("classes", classes, 1),
             ("images_per_class", images_per_class, 1),
             ("holdout_per_class", holdout_per_class, 0),
+            ("resize_size", resize_size, 1),
         ):
             if value is not None and (not isinstance(value, int) or value < low):
                 raise ValueError(f"data.{key} must be an integer >= {low}, got {value!r}")
+        if not isinstance(max_image_pixels, int) or max_image_pixels < 1:
+            raise ValueError(
+                f"data.max_image_pixels must be an integer >= 1, got {max_image_pixels!r}"
+            )
         if not 0 <= color_jitter < 1:
             raise ValueError(f"data.color_jitter must be in [0, 1), got {color_jitter!r}")
         # Stored in the checkpoint, so evaluation can redo the same preprocessing.
@@ -103,9 +125,33 @@ class ImageNetDataModule(LoaderPerSplit, ResumableTrainingOrder, pl.LightningDat
         self.wnids: list[str] = []
         self.splits: dict[str, list[tuple[str, int]]] = {}
         self.skipped: list[str] = []
-        self.normalize = normalize()
-        self.train_transform = train_transform(image_size, color_jitter)
-        self.eval_transform = eval_transform(image_size)
+        self.normalize = self._normalization(mean, std, channels)
+        self.train_transform = train_transform(
+            image_size, color_jitter, auto_augment, random_erasing
+        )
+        self.eval_transform = eval_transform(image_size, resize_size)
+
+    @staticmethod
+    def _normalization(
+        mean: Sequence[float] | None, std: Sequence[float] | None, channels: int
+    ) -> v2.Compose:
+        """uint8 RGB batches -> float, normalised with ``mean``/``std`` (None: ImageNet's; the
+        training run passes pretrained weights' own). ``channels=1`` makes them grey first, with
+        the mean of three-channel statistics: a grey pixel is what an RGB network sees as three
+        equal channels, as the first convolution of 1-channel pretrained weights assumes."""
+        if channels not in (1, 3):
+            raise ValueError(f"data.channels must be 1 or 3, got {channels!r}")
+        mean, std = tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD)
+        if channels == 1 and len(mean) == len(std) == 3:
+            mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(
+                f"data.mean and data.std need {channels} value(s) each, got {mean} and {std}"
+            )
+        if not all(value > 0 for value in std):
+            raise ValueError(f"data.std must be positive, got {std}")
+        steps = [v2.Grayscale(num_output_channels=1)] if channels == 1 else []
+        return v2.Compose([*steps, *normalize(mean, std).transforms])
 
     def resolved_layout(self) -> str:
         """``folders`` or ``archives``, as data.layout says or, for ``auto``, as root holds."""
@@ -124,14 +170,12 @@ class ImageNetDataModule(LoaderPerSplit, ResumableTrainingOrder, pl.LightningDat
     def _list_splits(self) -> None:
         if self.resolved_layout() == "archives":
             prepare_archives(self.root)  # cheap when done; covers setup() without prepare_data()
-        all_wnids = all_classes(self.root)
-        k = self.hparams.classes
+        all_wnids = self._all_classes()
+        k = self.hparams.classes or len(all_wnids)  # None: every class folder
         self.wnids = first_classes(self.root, all_wnids, k)
         self._check_model_outputs(k)
-        self.class_names = class_names(self.root, all_wnids, self.wnids)
-        self.splits = split_samples(
-            self.root, self.wnids, self.hparams.images_per_class, self.hparams.holdout_per_class
-        )
+        self.class_names = self._class_names(all_wnids)
+        self.splits = self._split_samples()
         if self.hparams.skip_corrupt:
             self._skip_unreadable()
         if (
@@ -144,7 +188,19 @@ class ImageNetDataModule(LoaderPerSplit, ResumableTrainingOrder, pl.LightningDat
                 "slower than data.decode=cpu (which decodes in the workers)"
             )
         sizes = " / ".join(f"{s} {len(v):,}" for s, v in self.splits.items())
-        log.info("ImageNet %s: %d classes, %s images", self.root, k, sizes)
+        log.info("%s %s: %d classes, %s images", self.title, self.root, k, sizes)
+
+    # What a folder of the user's own classes does differently (zoo.data.image_folder).
+    def _all_classes(self) -> list[str]:
+        return all_classes(self.root)
+
+    def _class_names(self, all_wnids: Sequence[str]) -> list[str]:
+        return class_names(self.root, all_wnids, self.wnids)
+
+    def _split_samples(self) -> dict[str, list[tuple[str, int]]]:
+        return split_samples(
+            self.root, self.wnids, self.hparams.images_per_class, self.hparams.holdout_per_class
+        )
 
     def _check_model_outputs(self, classes: int) -> None:
         # A label >= the model's outputs would otherwise fail deep in cross_entropy (on a GPU, as
@@ -163,7 +219,8 @@ class ImageNetDataModule(LoaderPerSplit, ResumableTrainingOrder, pl.LightningDat
         workers = max(1, self.hparams.num_workers)
         # Threads suffice: PIL releases the GIL while decoding.
         with ThreadPoolExecutor(workers) as pool:
-            problems = dict(zip(paths, pool.map(verify_image, paths), strict=True))
+            check = partial(verify_image, max_pixels=self.hparams.max_image_pixels)
+            problems = dict(zip(paths, pool.map(check, paths), strict=True))
         bad = {p: why for p, why in problems.items() if why}
         if not bad:
             return
@@ -180,9 +237,10 @@ class ImageNetDataModule(LoaderPerSplit, ResumableTrainingOrder, pl.LightningDat
     def _dataset(self, split: str) -> Dataset:
         train = split == "train"
         samples = self.splits[split]
+        limit = self.hparams.max_image_pixels
         if self.hparams.decode == "gpu":
-            return EncodedImages(samples, train)
-        return DecodedImages(samples, self.train_transform if train else self.eval_transform)
+            return EncodedImages(samples, train, limit)
+        return DecodedImages(samples, self.train_transform if train else self.eval_transform, limit)
 
     def _loader(self, split: str) -> DataLoader:
         dataset = self._dataset(split)
@@ -209,7 +267,10 @@ class ImageNetDataModule(LoaderPerSplit, ResumableTrainingOrder, pl.LightningDat
                 **options,
             )
         batch_size = split_batch_size(self.hparams, split)
-        return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, **options)
+        share = evaluation_share(self.trainer, dataset, split)
+        return DataLoader(
+            dataset, sampler=share, batch_size=batch_size, collate_fn=collate, **options
+        )
 
     def transfer_batch_to_device(
         self, batch: Any, device: torch.device, dataloader_idx: int

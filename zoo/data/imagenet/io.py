@@ -3,24 +3,25 @@ the gpu path, and the errors and pre-scan for files that can't be read.
 
 - decode=cpu: ``DecodedImages``, each image decoded and transformed in a DataLoader worker;
 - decode=gpu: ``EncodedImages`` hands over the JPEG bytes, collated into an ``EncodedBatch``,
-  which ``decode_batch`` decodes on the device in one call.
+  which ``decode_batch`` decodes on the device in one call (``zoo.data.images.decode_jpegs``).
+
+Every file's header is checked before it is decoded (``zoo.data.images.read_header``): its
+format by content, and at most ``max_pixels`` pixels (``data.max_image_pixels``).
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from zoo.core.errors import ZooError
 from zoo.data import images
 
-_JPEG_START, _JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
+_JPEG_END = b"\xff\xd9"
 
 
 class ImageNetDataError(ZooError, ValueError):
@@ -50,15 +51,19 @@ def read_bytes(path: str) -> torch.Tensor:
     return images.read_bytes(path, _unreadable)
 
 
-def decode_file(path: str, data: torch.Tensor | None = None) -> torch.Tensor:
-    """A file as uint8 RGB (3, H, W): JPEG (grayscale and CMYK too) or any format torchvision
-    reads (ImageNet's training set holds a PNG named .JPEG)."""
-    return images.decode(path, ImageReadMode.RGB, _unreadable, data)
+def decode_file(
+    path: str, data: torch.Tensor | None = None, max_pixels: int = images.MAX_IMAGE_PIXELS
+) -> torch.Tensor:
+    """A file as uint8 RGB (3, H, W): JPEG (grayscale and CMYK too), PNG, WebP or GIF, by its
+    content (ImageNet's training set holds a PNG named .JPEG)."""
+    return images.decode(path, "RGB", _unreadable, data, max_pixels)
 
 
-def verify_image(path: str) -> str | None:
-    """None if PIL reads the whole file, else why not (garbage and truncated files alike)."""
+def verify_image(path: str, max_pixels: int = images.MAX_IMAGE_PIXELS) -> str | None:
+    """None if PIL reads the whole file, else why not (garbage and truncated files, and those
+    over ``max_pixels``, alike)."""
     try:
+        images.read_header(read_bytes(path), path, _unreadable, max_pixels)
         with Image.open(path) as image:
             image.verify()  # structure only: misses truncated data
         with Image.open(path) as image:
@@ -71,32 +76,34 @@ def verify_image(path: str) -> str | None:
 class DecodedImages(Dataset):
     """decode=cpu: (uint8 crop, label), decoded and transformed in the worker."""
 
-    def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable) -> None:
+    def __init__(
+        self,
+        samples: Sequence[tuple[str, int]],
+        transform: Callable,
+        max_pixels: int = images.MAX_IMAGE_PIXELS,
+    ) -> None:
         self.samples = samples
         self.transform = transform
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        return self.transform(decode_file(path)), label
+        return self.transform(decode_file(path, max_pixels=self.max_pixels)), label
 
 
-def _nvjpeg_ready(data: torch.Tensor) -> bool:
-    """Whether the bytes look like a complete RGB or grayscale JPEG, which nvJPEG decodes.
+def _nvjpeg_ready(header: images.Header, data: torch.Tensor) -> bool:
+    """Whether the file is a complete RGB or grayscale JPEG, which nvJPEG decodes.
 
     The rest (CMYK, PNG, truncated files) is decoded on the CPU, where it either works or fails
     with a message, instead of nvJPEG returning garbage for it.
     """
-    raw = data.numpy().tobytes()
-    if not (raw.startswith(_JPEG_START) and raw.rstrip(b"\0").endswith(_JPEG_END)):
+    if header.format != "JPEG" or header.mode not in ("RGB", "L"):
         return False
-    try:
-        with Image.open(io.BytesIO(raw)) as image:  # reads the header only
-            return image.format == "JPEG" and image.mode in ("RGB", "L")
-    except (OSError, UnidentifiedImageError):
-        return False
+    tail = data[-64:].numpy().tobytes()  # a truncated file lacks the end-of-image marker
+    return tail.rstrip(b"\0").endswith(_JPEG_END)
 
 
 @dataclass
@@ -104,9 +111,8 @@ class EncodedBatch:
     """decode=gpu: what the workers hand over, decoded in ``on_after_batch_transfer``.
 
     The JPEG bytes of a batch travel as one flat tensor (``jpeg_bytes``, split by
-    ``jpeg_sizes``): one shared-memory block per batch instead of one per image, and tensors from
-    ``read_file`` can't be shared between processes at all. Images nvJPEG can't take (size 0)
-    come decoded by the worker, in batch order, in ``decoded``.
+    ``jpeg_sizes``): one shared-memory block per batch instead of one per image. Images nvJPEG
+    can't take (size 0) come decoded by the worker, in batch order, in ``decoded``.
     """
 
     jpeg_bytes: torch.Tensor
@@ -127,9 +133,15 @@ class EncodedBatch:
 class EncodedImages(Dataset):
     """decode=gpu: (JPEG bytes, or the image decoded when nvJPEG can't take it; label; path)."""
 
-    def __init__(self, samples: Sequence[tuple[str, int]], train: bool) -> None:
+    def __init__(
+        self,
+        samples: Sequence[tuple[str, int]],
+        train: bool,
+        max_pixels: int = images.MAX_IMAGE_PIXELS,
+    ) -> None:
         self.samples = samples
         self.train = train
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -137,9 +149,10 @@ class EncodedImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, bool, int, str]:
         path, label = self.samples[index]
         data = read_bytes(path)
-        if _nvjpeg_ready(data):
+        header = images.read_header(data, path, _unreadable, self.max_pixels)
+        if _nvjpeg_ready(header, data):
             return data, True, label, path
-        return decode_file(path, data), False, label, path
+        return decode_file(path, data, self.max_pixels), False, label, path
 
     def collate(self, items: list[tuple[torch.Tensor, bool, int, str]]) -> EncodedBatch:
         data, encoded, labels, paths = zip(*items, strict=True)
@@ -170,8 +183,7 @@ def decode_batch(batch: EncodedBatch, device: torch.device) -> list[torch.Tensor
     if not todo:
         return decoded_images
     try:
-        with images.quiet_codecs():
-            decoded = decode_jpeg(list(jpegs), mode=ImageReadMode.RGB, device=device)
+        decoded = images.decode_jpegs(jpegs, device)
     except RuntimeError:
         decoded = [_decode_one(d, batch.paths[i], device) for d, i in zip(jpegs, todo, strict=True)]
     for i, image in zip(todo, decoded, strict=True):
@@ -181,7 +193,7 @@ def decode_batch(batch: EncodedBatch, device: torch.device) -> list[torch.Tensor
 
 def _decode_one(data: torch.Tensor, path: str, device: torch.device) -> torch.Tensor:
     try:
-        with images.quiet_codecs():
-            return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        (image,) = images.decode_jpegs([data], device)
+        return image
     except RuntimeError:
         return decode_file(path, data).to(device)

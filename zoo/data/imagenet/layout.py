@@ -76,11 +76,13 @@ def prepare_archives(root: Path) -> None:
             raise ImageNetDataError(f"{err} (in {root})") from err
 
 
-def class_folders(split_dir: Path) -> list[str]:
-    """The sorted class folders of train/ or val/, or an error saying how the layout is wrong."""
+def class_folders(split_dir: Path, placeholder: str = "<wnid>") -> list[str]:
+    """The sorted class folders of train/ or val/, or an error saying how the layout is wrong
+    (``placeholder`` names a class folder in it: ImageNet's wnids, or any class)."""
     if not split_dir.is_dir():
+        expected = "*.JPEG (layout=folders)" if placeholder == "<wnid>" else "<images>"
         raise ImageNetDataError(
-            f"{split_dir} is missing: expected {split_dir}/<wnid>/*.JPEG (layout=folders)"
+            f"{split_dir} is missing: expected {split_dir}/{placeholder}/{expected}"
         )
     entries = list(os.scandir(split_dir))
     folders = sorted(e.name for e in entries if e.is_dir())
@@ -93,19 +95,21 @@ def class_folders(split_dir: Path) -> list[str]:
             else ""
         )
         raise ImageNetDataError(
-            f"{split_dir} holds images directly ({loose[0]}, ...), not in <wnid>/ class "
+            f"{split_dir} holds images directly ({loose[0]}, ...), not in {placeholder}/ class "
             f"folders{hint}"
         )
     if not folders:
-        raise ImageNetDataError(f"{split_dir} has no class folders: expected {split_dir}/<wnid>/")
+        raise ImageNetDataError(
+            f"{split_dir} has no class folders: expected {split_dir}/{placeholder}/"
+        )
     return folders
 
 
-def all_classes(root: Path) -> list[str]:
-    """The wnids of ``root``: train/ and val/ must have the same class folders."""
-    train_dir, val_dir = root / "train", root / "val"
-    train_wnids = class_folders(train_dir)
-    val_wnids = class_folders(val_dir)
+def all_classes(root: Path, placeholder: str = "<wnid>", other: str = "val") -> list[str]:
+    """The wnids of ``root``: train/ and ``other``/ (val/) must have the same class folders."""
+    train_dir, val_dir = root / "train", root / other
+    train_wnids = class_folders(train_dir, placeholder)
+    val_wnids = class_folders(val_dir, placeholder)
     if train_wnids != val_wnids:
         only_train = sorted(set(train_wnids) - set(val_wnids))
         only_val = sorted(set(val_wnids) - set(train_wnids))

@@ -7,10 +7,10 @@ import logging
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from zoo.data.imagenet.layout import NUM_CLASSES
-from zoo.data.sampling import LoaderPerSplit, split_batch_size
+from zoo.data.sampling import LoaderPerSplit, evaluation_share, split_batch_size
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +63,19 @@ class ImageNetSyntheticDataModule(LoaderPerSplit, pl.LightningDataModule):
     def _loader(self, split: str) -> DataLoader:
         labels = self.labels[split]
         batch_size = split_batch_size(self.hparams, split)
-        order = RandomSampler(labels) if split == "train" else SequentialSampler(labels)
+        workers = {
+            "num_workers": self.hparams.num_workers,
+            "persistent_workers": self.hparams.num_workers > 0,
+        }
+        if split != "train":
+            share = evaluation_share(self.trainer, labels, split)
+            return DataLoader(labels, sampler=share, batch_size=batch_size, **workers)
         # One index per batch (BatchSampler as the sampler): only labels cross the loader.
         return DataLoader(
             labels,
-            sampler=BatchSampler(order, batch_size, drop_last=False),
+            sampler=BatchSampler(RandomSampler(labels), batch_size, drop_last=False),
             batch_size=None,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            **workers,
         )
 
     def on_after_batch_transfer(

@@ -1,0 +1,219 @@
+"""evaluate.py attack=pgd|lbfgs|universal: DeepFool and L-BFGS checked against the closed-form
+minimal perturbation of an affine classifier, |w.x + b| / ||w||; the reports on a trained LeNet;
+impossible settings refused with one line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from torch import nn
+
+from tests.conftest import UNET_MNIST_TOY, compose_config, run_script, synthetic_train_overrides
+from tests.tasks.test_adversarial import (
+    MEAN,
+    STD,
+    affine_classifier,
+    interior_pixels,
+    normalised,
+    pixel_weights,
+)
+from zoo.core.config import to_plain
+from zoo.core.errors import ConfigError
+from zoo.evaluation.attacks import deepfool, minimal_targeted, universal_perturbation
+from zoo.evaluation.run import evaluate
+from zoo.tasks.build import build_task
+from zoo.training.run import train
+
+
+def boundary_distances(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """Each image's L2 distance to the nearest decision boundary of the affine ``model``:
+    min over k of |f_k - f_l| / ||w_k - w_l||, l the predicted class."""
+    weight = pixel_weights(model)
+    logits = model(normalised(pixels))
+    predicted = logits.argmax(dim=1)
+    gaps = (logits - logits.gather(1, predicted[:, None])).abs()
+    norms = (weight[None] - weight[predicted][:, None]).norm(dim=2)
+    gaps[torch.arange(len(pixels)), predicted] = float("inf")
+    return (gaps / norms.clamp(min=1e-12)).min(dim=1).values
+
+
+def test_deepfool_finds_the_nearest_boundary_of_an_affine_classifier() -> None:
+    model = affine_classifier(10)
+    pixels = interior_pixels(16)
+    with torch.no_grad():
+        r = deepfool(model, pixels, MEAN, STD, overshoot=0.0)
+    expected = boundary_distances(model, pixels).detach()
+    # One exact step, plus DeepFool's 1e-4 past the boundary.
+    assert torch.allclose(r.flatten(1).norm(dim=1), expected, atol=3e-4)
+    fooled = model(normalised(pixels + r)).argmax(dim=1) != model(normalised(pixels)).argmax(dim=1)
+    assert fooled.all()
+
+
+def test_lbfgs_targets_the_other_class_of_an_affine_classifier_minimally() -> None:
+    model = affine_classifier(2)
+    pixels = interior_pixels(4)
+    with torch.no_grad():
+        other = 1 - model(normalised(pixels)).argmax(dim=1)
+    adversarial, success = minimal_targeted(model, pixels, other, MEAN, STD, search_steps=12)
+    norms = (adversarial - pixels).flatten(1).norm(dim=1)
+    distance = boundary_distances(model, pixels).detach()
+    assert success.all()
+    # Never shorter than the closed form (no shorter r crosses), and close to it.
+    assert (norms >= distance * (1 - 1e-4)).all() and (norms <= distance * 1.1).all()
+
+
+def test_a_universal_perturbation_stays_in_its_ball_and_fools_an_affine_classifier() -> None:
+    model = affine_classifier(10)
+    images = normalised(interior_pixels(64))
+    for norm, eps in (("linf", 0.1), ("l2", 1.0)):
+        v, log = universal_perturbation(
+            model, iter([images[:32], images[32:]]), MEAN, STD, eps, norm, images=40, max_passes=2
+        )
+        size = v.abs().max() if norm == "linf" else v.norm()
+        assert size <= eps + 1e-5
+        assert log["train_images"] == 40 and log["train_fooling_rate"][-1] > 0.3
+
+
+# --- the reports, on a trained LeNet --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The best checkpoint of LeNet-5 trained for two epochs on synthetic MNIST."""
+    run = tmp_path_factory.mktemp("trained")
+    overrides = ["trainer.max_epochs=2", "optimizer.lr=0.002", "logger=none", "test=false"]
+    train(compose_config(synthetic_train_overrides(synthetic_mnist) + overrides, run), run)
+    GlobalHydra.instance().clear()
+    [best] = [p for p in (run / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
+    return best
+
+
+@pytest.fixture
+def run_evaluate(
+    trained: Path, synthetic_mnist: Path, tmp_path: Path
+) -> Iterator[Callable[..., dict[str, Any]]]:
+    def run(*overrides: str, ckpt: Path | None = None, output_dir: Path | None = None) -> dict:
+        base = [
+            f"ckpt_path={ckpt or trained}",
+            f"paths.data_dir={synthetic_mnist}",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            "logger=none",
+        ]
+        output_dir = output_dir or tmp_path
+        cfg = compose_config(base + list(overrides), output_dir, config_name="evaluate")
+        return evaluate(cfg, output_dir)
+
+    yield run
+    GlobalHydra.instance().clear()
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm(run_evaluate, tmp_path: Path) -> None:
+    eps = "attack.eps=[0,0.1,0.3]"
+    fgsm = run_evaluate("attack=fgsm", eps, output_dir=tmp_path / "fgsm")["fgsm"]["acc"]
+    report = run_evaluate("attack=pgd", eps, "attack.steps=5", output_dir=tmp_path / "pgd")
+    pgd = report["pgd"]["acc"]
+    assert pgd[0] == report["acc"]
+    assert all(p <= f + 0.01 for p, f in zip(pgd, fgsm, strict=True)) and pgd[2] < pgd[1]
+    assert {"pgd_examples.png", "pgd_accuracy.png"} <= {
+        p.name for p in (tmp_path / "pgd").iterdir()
+    }
+
+
+@pytest.mark.slow  # scipy solves over LeNet: 80 s on the contended 2 cores
+def test_lbfgs_reaches_its_targets_and_reports_each_class(run_evaluate) -> None:
+    report = run_evaluate(
+        "attack=lbfgs",
+        "attack.search_steps=4",
+        # 10 digits, short solves: this is about the report, the minimality test is above.
+        "attack.max_iterations=15",
+        "data.eval_batch_size=10",
+        "trainer.limit_test_batches=1",
+    )["lbfgs"]
+    assert report["attempts"] == 10 and report["success_rate"] >= 0.9
+    assert sum(row["attempts"] for row in report["per_target"].values()) == 10
+    assert report["median_l2"] > 0 and report["mean_l2"] > 0
+
+
+def test_a_saved_universal_perturbation_applies_again_with_the_same_fooling_rate(
+    run_evaluate, tmp_path: Path
+) -> None:
+    settings = ("attack=universal", "attack.train_images=10", "attack.max_passes=1")
+    first = run_evaluate(*settings, output_dir=tmp_path / "built")["universal"]
+    saved = tmp_path / "built" / "universal_perturbation.pt"
+    assert (
+        first["linf"] <= 0.2 + 1e-6
+        and (tmp_path / "built" / "universal_perturbation.png").is_file()
+    )
+    again = run_evaluate(*settings, f"attack.load={saved}", output_dir=tmp_path / "loaded")
+    assert again["universal"]["fooling_rate"] == first["fooling_rate"]
+    assert torch.equal(
+        torch.load(saved, weights_only=True),
+        torch.load(tmp_path / "loaded" / "universal_perturbation.pt", weights_only=True),
+    )
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["attack=pgd", "attack.eps=[0.1,1.5]"],
+            r"attack.eps must be a list of numbers in \[0, 1\]",
+        ),
+        (["attack=pgd", "attack.eps=[-0.1]"], r"attack.eps must be a list of numbers in \[0, 1\]"),
+        (["attack=universal", "attack.eps=-0.1"], r"attack.eps must be a number in \[0, 1\]"),
+        (["attack=pgd", "attack.steps=0"], "attack.steps must be an integer >= 1, got 0"),
+        (["attack=universal", "attack.deepfool_steps=0"], "attack.deepfool_steps must be an int"),
+        (["attack=lbfgs", "attack.target=10"], r"attack.target must be .* in \[0, 9\], got 10"),
+        (["attack=lbfgs", "attack.target=near"], "attack.target must be next, every or a class"),
+        (["attack=pgd", "attack.norm=l1"], "attack.norm must be one of linf, l2"),
+        (["attack=universal", "attack.load=/no/such/file.pt"], "does not exist"),
+    ],
+)
+def test_impossible_attack_settings_are_one_clear_error(
+    overrides: list[str], message: str, run_evaluate
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        run_evaluate(*overrides)
+
+
+def test_a_universal_perturbation_of_the_wrong_shape_is_refused(
+    run_evaluate, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong.pt"
+    torch.save(torch.zeros(3, 32, 32), wrong)
+    with pytest.raises(ConfigError, match=r"shape \(1, 3, 32, 32\), where the model takes"):
+        run_evaluate("attack=universal", f"attack.load={wrong}")
+
+
+@pytest.mark.parametrize("attack", ["pgd", "lbfgs", "universal"])
+def test_attacks_on_a_segmentation_checkpoint_say_they_are_for_classifiers(
+    attack: str, run_evaluate, tmp_path: Path
+) -> None:
+    cfg = compose_config(list(UNET_MNIST_TOY), tmp_path)
+    module = build_task(
+        to_plain(cfg.model), to_plain(cfg.optimizer), None, to_plain(cfg.data), to_plain(cfg.task)
+    )
+    checkpoint = tmp_path / "unet.ckpt"
+    torch.save(
+        {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, checkpoint
+    )
+    with pytest.raises(ConfigError, match="attack and predict are for classifiers"):
+        run_evaluate(f"attack={attack}", ckpt=checkpoint)
+
+
+def test_the_command_line_says_it_in_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    result = run_script(
+        "evaluate.py", f"ckpt_path={tmp_path}/none.ckpt", "attack=pgd", "attack.steps=0"
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line == "Error: attack.steps must be an integer >= 1, got 0"

@@ -1,0 +1,38 @@
+"""zoo.tasks.build.image_size: the one check of data.image_size that train.py and evaluate.py
+share, before any data or batch is allocated."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zoo import models
+from zoo.core.errors import ConfigError
+from zoo.tasks.build import MAX_IMAGE_SIZE, image_size
+
+
+@pytest.mark.parametrize(
+    ("requested", "limit", "message"),
+    [
+        (100_000, None, rf"data.image_size=100000 is over max_image_size={MAX_IMAGE_SIZE}"),
+        (64, 32, r"data.image_size=64 is over max_image_size=32.*set max_image_size=N"),
+        ("224", None, r"data.image_size must be an integer or null, got '224'"),
+        (True, None, r"data.image_size must be an integer or null, got True"),
+        (64, "big", r"max_image_size must be an integer >= 1, got 'big'"),
+        (30, None, r"data.image_size=30: "),  # not what LeNet-5 takes: the model's own check
+    ],
+)
+def test_image_sizes_that_cant_work_are_one_line(
+    requested: object, limit: int | None, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as refused:
+        image_size(models.build("lenet"), requested, limit)
+    assert "\n" not in str(refused.value)
+
+
+def test_sizes_within_the_limit_pass_and_none_is_the_models_own() -> None:
+    with torch.device("meta"):
+        resnet = models.build("resnet18")
+    assert image_size(resnet, None) == resnet.native_input_size[0] == 224
+    assert image_size(resnet, 64, 64) == 64
+    assert image_size(resnet, MAX_IMAGE_SIZE) == MAX_IMAGE_SIZE

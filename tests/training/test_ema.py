@@ -1,0 +1,175 @@
+"""callbacks=ema: Lightning's EMAWeightAveraging on top of the default callbacks; validation, the
+best checkpoint, the test after training, evaluate.py and predict= all use the average, and the
+raw weights stay in the checkpoint for resume (the SIGKILL resume with EMA:
+tests/training/test_fault_tolerance.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
+
+from tests.conftest import compose_config, synthetic_digits, synthetic_train_overrides
+from zoo.core.config import instantiate_group, validate
+from zoo.core.errors import ConfigError
+from zoo.evaluation.run import evaluate
+from zoo.training.run import train
+
+# A decay this low makes the average differ from the raw weights within a few steps.
+EMA_RUN = (
+    "callbacks=ema",
+    "callbacks.ema.decay=0.8",
+    "trainer.max_epochs=2",
+    "data.batch_size=32",
+    "logger=none",
+    # A loss, not an accuracy, so that averaged and raw weights score differently.
+    "callbacks.model_checkpoint.monitor=val/loss",
+    "callbacks.model_checkpoint.mode=min",
+)
+
+
+@dataclass
+class EMARun:
+    best: Path
+    test_metrics: dict[str, float]
+    data_dir: Path
+
+
+def load(path: Path) -> dict[str, Any]:
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+@pytest.fixture(scope="module")
+def ema_run(synthetic_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> EMARun:
+    run = tmp_path_factory.mktemp("ema")
+    cfg = compose_config([*synthetic_train_overrides(synthetic_mnist), *EMA_RUN], run)
+    metrics = train(cfg, run)
+    GlobalHydra.instance().clear()
+    [best] = [p for p in (run / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
+    return EMARun(best, metrics, synthetic_mnist)
+
+
+def evaluate_checkpoint(run: EMARun, ckpt: Path, output_dir: Path, *overrides: str) -> dict:
+    base = [
+        f"ckpt_path={ckpt}",
+        f"paths.data_dir={run.data_dir}",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+    ]
+    cfg = compose_config([*base, *overrides], output_dir, config_name="evaluate")
+    try:
+        return evaluate(cfg, output_dir)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def with_raw_weights(ckpt: Path, out: Path) -> Path:
+    """The checkpoint with its raw weights as state_dict: what a loader of the wrong key sees."""
+    checkpoint = load(ckpt)
+    checkpoint["state_dict"] = checkpoint.pop("current_model_state")
+    torch.save(checkpoint, out)
+    return out
+
+
+def test_callbacks_ema_is_the_default_callbacks_plus_lightnings_ema(tmp_path: Path) -> None:
+    from pytorch_lightning.callbacks import EMAWeightAveraging
+
+    default = compose_config(["callbacks=default"], tmp_path).callbacks
+    cfg = compose_config(
+        ["callbacks=ema", "callbacks.ema.update_starting_at_step=7"], tmp_path
+    ).callbacks
+    GlobalHydra.instance().clear()
+    assert list(cfg) == [*default, "ema"]
+    [ema] = [c for c in instantiate_group(cfg) if isinstance(c, EMAWeightAveraging)]
+    assert ema.update_starting_at_step == 7
+
+
+def test_the_best_checkpoint_holds_the_average_as_state_dict_and_the_raw_weights_apart(
+    ema_run: EMARun,
+) -> None:
+    checkpoint = load(ema_run.best)
+    average, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert average.keys() == raw.keys()
+    assert any(not torch.equal(average[k], raw[k]) for k in average)
+    assert checkpoint["averaging_state"]["n_averaged"] == checkpoint["global_step"]
+
+
+def test_validation_the_test_after_training_and_evaluate_score_the_average(
+    ema_run: EMARun, tmp_path: Path
+) -> None:
+    checkpoint = load(ema_run.best)
+    [best_val_loss] = [
+        state["best_model_score"]
+        for name, state in checkpoint["callbacks"].items()
+        if "'monitor': 'val/loss'" in name
+    ]
+    on_val = evaluate_checkpoint(ema_run, ema_run.best, tmp_path / "val", "split=val")
+    on_test = evaluate_checkpoint(ema_run, ema_run.best, tmp_path / "test")
+    raw = with_raw_weights(ema_run.best, tmp_path / "raw.ckpt")
+    raw_on_val = evaluate_checkpoint(ema_run, raw, tmp_path / "raw_val", "split=val")
+
+    # The best checkpoint was chosen by the average's val/loss, which evaluate.py recomputes.
+    assert on_val["loss"] == pytest.approx(float(best_val_loss), rel=1e-5)
+    assert raw_on_val["loss"] != pytest.approx(float(best_val_loss), rel=1e-3)
+    assert on_test["loss"] == pytest.approx(ema_run.test_metrics["test/loss"], rel=1e-6)
+
+
+def test_predict_uses_the_average(ema_run: EMARun, tmp_path: Path) -> None:
+    images, _ = synthetic_digits(3, seed=5)
+    for i, image in enumerate(images):
+        Image.fromarray(np.asarray(image)).save(tmp_path / f"digit{i}.png")
+    raw = with_raw_weights(ema_run.best, tmp_path / "raw.ckpt")
+
+    def probabilities(ckpt: Path) -> list[float]:
+        report = evaluate_checkpoint(ema_run, ckpt, tmp_path / ckpt.stem, f"predict={tmp_path}")
+        return [row["top_k"][0]["probability"] for row in report["predictions"]]
+
+    average_only = load(ema_run.best)
+    del average_only["current_model_state"], average_only["averaging_state"]
+    torch.save(average_only, tmp_path / "average_only.ckpt")
+    assert probabilities(ema_run.best) == probabilities(tmp_path / "average_only.ckpt")
+    assert probabilities(ema_run.best) != probabilities(raw)
+
+
+def test_the_decay_and_the_start_step_are_the_configs(train_cfg, tmp_path: Path) -> None:
+    """decay 0: the average is the latest weights; the updates count from the start step."""
+    cfg = train_cfg(
+        *EMA_RUN[:1],
+        "callbacks.ema.decay=0.0",
+        "callbacks.ema.update_starting_at_step=10",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=14",
+        "data.batch_size=16",
+        "logger=none",
+        "test=false",
+    )
+    train(cfg, tmp_path)
+    checkpoint = load(tmp_path / "checkpoints" / "last.ckpt")
+    steps = checkpoint["global_step"]
+    assert checkpoint["averaging_state"]["n_averaged"] == steps - 10
+    for key, average in checkpoint["state_dict"].items():
+        assert torch.equal(average, checkpoint["current_model_state"][key]), key
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("callbacks.ema.decay=1.5", "callbacks.ema.decay must be a number in \\[0, 1\\]"),
+        ("callbacks.ema.update_starting_at_step=-3", "update_starting_at_step must be"),
+        ("callbacks.ema.update_every_n_steps=0", "update_every_n_steps must be"),
+    ],
+)
+def test_impossible_ema_settings_are_config_errors(
+    override: str, message: str, tmp_path: Path
+) -> None:
+    cfg = compose_config(["callbacks=ema", override], tmp_path)
+    GlobalHydra.instance().clear()
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
