@@ -8,7 +8,7 @@ import torch
 
 from zoo import models
 from zoo.core.errors import ConfigError
-from zoo.tasks.build import MAX_IMAGE_SIZE, image_size
+from zoo.tasks.build import MAX_IMAGE_SIZE, build_task, image_size
 
 
 @pytest.mark.parametrize(
@@ -36,3 +36,42 @@ def test_sizes_within_the_limit_pass_and_none_is_the_models_own() -> None:
     assert image_size(resnet, None) == resnet.native_input_size[0] == 224
     assert image_size(resnet, 64, 64) == 64
     assert image_size(resnet, MAX_IMAGE_SIZE) == MAX_IMAGE_SIZE
+
+
+ADAM = {"name": "adam", "lr": 1e-3}
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"name": "lenet", "num_classes": 10**9},
+        {"name": "lenet", "in_channels": 10**9},
+    ],
+    ids=["classes", "channels"],
+)
+def test_an_absurd_model_on_the_command_line_is_refused_before_it_allocates(
+    model: dict[str, object],
+) -> None:
+    # Refused on the meta device: building the first of these for real would take 317 GiB.
+    with pytest.raises(ConfigError, match=r"would hold [\d,]+ parameters .* over the limit"):
+        build_task(model, ADAM, None, None)
+
+
+@pytest.mark.parametrize(
+    ("model", "options", "message"),
+    [
+        ({"name": "unet", "num_classes": 2}, {"adversarial": "pgd"}, "task.adversarial='pgd'"),
+        ({"name": "lenet"}, {"loss": "dice"}, "task.loss='dice' is an option of segmentation"),
+    ],
+)
+def test_an_option_of_the_other_task_is_refused_not_dropped(
+    model: dict[str, object], options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_task(model, ADAM, None, None, options)
+
+
+def test_the_other_tasks_options_at_their_defaults_pass() -> None:
+    # train.yaml's task: block holds every task's options at their defaults.
+    module = build_task({"name": "unet", "num_classes": 2}, ADAM, None, None, {"adversarial": None})
+    assert module.task == "segmentation"

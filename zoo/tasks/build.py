@@ -3,11 +3,13 @@ the task module, the image size the model takes, the datamodule."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from zoo import data, models
 from zoo.core.errors import ConfigError
@@ -29,7 +31,48 @@ def task_options(options: Mapping[str, Any], module_cls: type[ZooTask]) -> dict[
     if unknown:
         raise ConfigError(f"task.{unknown[0]} is not an option of any task ({sorted(TASKS)})")
     mine = module_cls.options()
+    for key, value in options.items():
+        others = [cls for cls in TASKS.values() if key in cls.options() and key not in mine]
+        default = _default(others[0], key) if others else None
+        if others and value != default:
+            # Set for another task's model, it would be dropped without a word.
+            shown = "null" if default is None else repr(default)
+            raise ConfigError(
+                f"task.{key}={value!r} is an option of {others[0].task} models; "
+                f"{module_cls.__name__} takes no {key} (leave it at {shown})"
+            )
     return {key: value for key, value in options.items() if key in mine}
+
+
+def _default(module_cls: type[ZooTask], option: str) -> Any:
+    for klass in module_cls.__mro__:
+        parameter = inspect.signature(klass.__init__).parameters.get(option)
+        if parameter is not None:
+            return parameter.default
+    return None
+
+
+# Far above the zoo's largest network (VGG-19, 144 M): a spec that asks for more is a typo or
+# a hostile file, and is refused on the meta device before a byte is allocated.
+MAX_PARAMETERS = 2_000_000_000
+
+
+def check_model_size(model: Mapping[str, Any]) -> None:
+    """ConfigError where the registry model ``model`` would hold more than MAX_PARAMETERS
+    weights (``model.num_classes=10**9``): counted on the meta device, so it costs nothing."""
+    arguments = {k: v for k, v in model.items() if k not in ("name", "weights")}
+    try:
+        with torch.device("meta"):
+            network = models.build(model.get("name"), **arguments)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from err
+    count = sum(p.numel() for p in network.parameters())
+    if count > MAX_PARAMETERS:
+        raise ConfigError(
+            f"model {model.get('name')} with {arguments} would hold {count:,} parameters "
+            f"({count * 4 / 2**30:,.0f} GiB in float32), over the limit of {MAX_PARAMETERS:,}: "
+            "check model.* (num_classes, in_channels, widths)"
+        )
 
 
 def check_pairing(model_name: str, task: str, dataset: str | None) -> None:
@@ -62,6 +105,7 @@ def build_task(
         if model.get("num_classes") is None and data.get("num_classes") is not None:
             model = {**model, "num_classes": data["num_classes"]}
     module_cls = task_class(model.get("name"))
+    check_model_size(model)
     check_pairing(model.get("name"), module_cls.task, (data or {}).get("name"))
     try:
         refuse_for_segmentation(options or {}, module_cls.task)
