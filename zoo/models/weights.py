@@ -27,7 +27,6 @@ The weights are then fitted to the model as asked:
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
 import math
@@ -47,6 +46,7 @@ from torchvision import models as tv_models
 from torchvision.models import WeightsEnum
 
 from zoo.core.errors import ConfigError
+from zoo.core.files import file_digest
 from zoo.core.registry import Registry
 from zoo.models.base import ZooModel
 from zoo.models.loading import WeightsError, check_values, load_weights, safe_load
@@ -288,14 +288,6 @@ def fetch(pretrained: Pretrained) -> Path:
     return path
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify(pretrained: Pretrained, path: Path) -> None:
     """WeightsError unless the file's sha256 begins with the prefix its name carries: checked at
     every load, not only at download as torch.hub does, so that a cache file damaged, truncated
@@ -304,7 +296,7 @@ def verify(pretrained: Pretrained, path: Path) -> None:
     if prefix is None:
         log.info("%s carries no sha256 in its name: not verified", path)
         return
-    actual = sha256(path)
+    actual = file_digest(path, "sha256")
     if not actual.startswith(prefix):
         fix = (
             f"delete it to download {pretrained.url} again, or put torchvision's file there"

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.core.errors import ZooError
+from zoo.core.files import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,7 @@ def raw_dir(data_dir: str | Path) -> Path:
 
 
 def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def verified(directory: Path) -> bool:
