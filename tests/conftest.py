@@ -14,12 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from zoo.core.config import CONFIG_DIR
+from zoo.core.config import CONFIG_DIR, compose_config
 from zoo.data.mnist.files import raw_dir, write_idx
 
 REPO_ROOT = CONFIG_DIR.parent
@@ -54,21 +52,6 @@ def write_synthetic_mnist(data_dir: Path, train: int = 640, test: int = 200) -> 
 def synthetic_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data_dir holding 640 training and 200 test images in MNIST's IDX format."""
     return write_synthetic_mnist(tmp_path_factory.mktemp("mnist"))
-
-
-def compose_config(
-    overrides: list[str], output_dir: Path, config_name: str = "train"
-) -> DictConfig:
-    """Compose configs/<config_name>.yaml with overrides, as the command line would."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-    # ${hydra:runtime.output_dir} is only set by a real Hydra run: stand in for it.
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    return cfg
 
 
 # experiment=unet_mnist at toy sizes: 32x32 canvases, a U-Net of base width 4.

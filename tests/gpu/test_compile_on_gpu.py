@@ -19,3 +19,10 @@ def test_resnet18_trains_compiled(synthetic_mnist: Path, tmp_path: Path) -> None
     overrides = [*ten_steps("resnet18", synthetic_mnist), "task.compile=true"]
     result, metrics = run_for_metrics("train.py", tmp_path, *overrides, timeout=600)
     assert_trained_on_the_gpu(result.stdout + result.stderr, metrics)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_lenet_trains_compiled_with_cuda_graphs(synthetic_mnist: Path, tmp_path: Path) -> None:
+    overrides = [*ten_steps("lenet", synthetic_mnist), "task.compile=reduce-overhead"]
+    result, metrics = run_for_metrics("train.py", tmp_path, *overrides, timeout=600)
+    assert_trained_on_the_gpu(result.stdout + result.stderr, metrics)

@@ -75,3 +75,14 @@ def test_the_other_tasks_options_at_their_defaults_pass() -> None:
     # train.yaml's task: block holds every task's options at their defaults.
     module = build_task({"name": "unet", "num_classes": 2}, ADAM, None, None, {"adversarial": None})
     assert module.task == "segmentation"
+
+
+@pytest.mark.parametrize("mode", ["reduce-overhead", True])
+def test_task_compile_takes_a_torch_compile_mode(mode: object) -> None:
+    module = build_task({"name": "lenet"}, ADAM, None, None, {"compile": mode})
+    assert len(module._compiled) == 1
+
+
+def test_a_compile_mode_torch_does_not_have_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"task\.compile must be true, false or a torch\.compile"):
+        build_task({"name": "lenet"}, ADAM, None, None, {"compile": "fast"})

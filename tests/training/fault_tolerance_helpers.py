@@ -129,3 +129,18 @@ class FullDiskCheckpointIO(AtomicCheckpointIO):
 
         with mock.patch.object(torch, "save", save_until_full):
             return super().save_checkpoint(checkpoint, path, storage_options)
+
+
+class NaNWeightsAtStep(pl.Callback):
+    """Makes one weight NaN just before training step ``step``: that step's loss and every one
+    after it are NaN."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                next(pl_module.parameters()).view(-1)[0] = float("nan")

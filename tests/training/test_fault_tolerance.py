@@ -279,6 +279,38 @@ def test_a_nan_loss_stops_the_run_at_its_step_with_one_line_and_a_nonzero_exit(
     assert all(math.isfinite(loss) for loss in losses.values())
 
 
+NAN_AT_STEP_1 = (
+    "+callbacks.nan._target_=tests.training.fault_tolerance_helpers.NaNWeightsAtStep",
+    "+callbacks.nan.step=1",
+)
+
+
+def test_the_finite_guard_reads_losses_at_logging_steps_and_still_names_the_first_bad_one(
+    train_cfg, tmp_path: Path
+) -> None:
+    # The losses wait on the device until step 3, the first one the loggers write at: the run
+    # stops there, naming step 1, before any checkpoint.
+    cfg = train_cfg("trainer.log_every_n_steps=4", *NAN_AT_STEP_1)
+    with pytest.raises(NonFiniteError, match=r"not finite \(nan\) at step 1 \(epoch 0, batch 1\)"):
+        train(cfg, tmp_path)
+    assert not list((tmp_path / "checkpoints").glob("*.ckpt"))
+
+
+def test_the_finite_guard_checks_the_waiting_losses_before_every_save(
+    train_cfg, tmp_path: Path
+) -> None:
+    # last.ckpt after every step: the one after step 0 is written, the one after step 1 is not.
+    cfg = train_cfg(
+        "trainer.log_every_n_steps=4", "callbacks.step_checkpoint.every_n_train_steps=1",
+        *NAN_AT_STEP_1,
+    )  # fmt: skip
+    with pytest.raises(NonFiniteError, match=r"at step 1 "):
+        train(cfg, tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 1
+    assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
+
+
 def test_non_finite_weights_are_never_saved_as_best(train_cfg, tmp_path: Path) -> None:
     cfg = train_cfg(
         "trainer.max_epochs=1",

@@ -3,6 +3,7 @@ multirun and bad input behave as a user expects."""
 
 from __future__ import annotations
 
+import csv
 import inspect
 from pathlib import Path
 
@@ -99,6 +100,40 @@ def test_fit_then_test_logs_scalars_images_and_keeps_best_and_last(
     assert any("samples_per_sec" in tag for tag in scalars), sorted(scalars)
     assert "val/predictions" in events.Tags()["images"]
     assert (tmp_path / "tensorboard" / "hparams.yaml").is_file()
+
+
+def csv_rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "csv" / "metrics.csv").open() as file:
+        return list(csv.DictReader(file))
+
+
+def test_the_step_loss_is_logged_at_its_interval_and_the_epoch_metrics_at_epoch_ends(
+    train_cfg, tmp_path: Path
+) -> None:
+    # 540 training digits at batch 128: 5 steps an epoch, steps 0-9; the loggers write at
+    # every second one.
+    cfg = train_cfg("trainer.max_epochs=2", "trainer.log_every_n_steps=2", "logger=csv")
+    train(cfg, tmp_path)
+    rows = csv_rows(tmp_path)
+    assert [int(row["step"]) for row in rows if row["train/loss"]] == [1, 3, 5, 7, 9]
+    epochs = [row for row in rows if row["train/loss_epoch"]]
+    assert [int(row["epoch"]) for row in epochs] == [0, 1]
+    assert all(0 <= float(row["train/acc"]) <= 1 for row in epochs)
+    assert len([row for row in rows if row["val/acc"]]) == 2
+    assert len([row for row in rows if row["test/acc"]]) == 1
+
+
+def test_the_epoch_loss_is_the_batch_weighted_mean_of_every_step_loss(
+    train_cfg, tmp_path: Path
+) -> None:
+    train(train_cfg("trainer.max_epochs=1", "logger=csv", "test=false"), tmp_path)  # every step
+    rows = csv_rows(tmp_path)
+    losses = [float(row["train/loss"]) for row in rows if row["train/loss"]]
+    [epoch] = [float(row["train/loss_epoch"]) for row in rows if row["train/loss_epoch"]]
+    sizes = [128, 128, 128, 128, 540 - 4 * 128]
+    assert len(losses) == len(sizes)
+    mean = sum(loss * size for loss, size in zip(losses, sizes, strict=True)) / sum(sizes)
+    assert epoch == pytest.approx(mean, rel=1e-6)
 
 
 def test_trains_without_any_logger(train_cfg, tmp_path: Path) -> None:

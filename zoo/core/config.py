@@ -7,8 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 import zoo
 from zoo.core.errors import ConfigError
@@ -166,3 +169,19 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     if not group:
         return []
     return [instantiate(node) for node in group.values() if node and "_target_" in node]
+
+
+def compose_config(
+    overrides: list[str], output_dir: Path, config_name: str = "train"
+) -> DictConfig:
+    """Compose configs/<config_name>.yaml with overrides, as the command line would, for a run
+    writing into ``output_dir``, outside ``@hydra.main`` (the tests, zoo.tools.step_profile)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    # ${hydra:runtime.output_dir} is only set by a real Hydra run: stand in for it.
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg

@@ -23,6 +23,10 @@ from zoo.tasks.optim import build_optimizer, build_scheduler, parameter_groups
 
 log = logging.getLogger(__name__)
 
+# torch.compile's modes; reduce-overhead replays CUDA graphs, which takes the launch overhead out
+# of a small model's step on a GPU.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 def count_flops(spec: Mapping[str, Any], input_shape: torch.Size, training: bool) -> int:
     """FLOPs of one batch of ``input_shape`` through the registry model ``spec``: forward and
@@ -68,7 +72,7 @@ class ZooTask(pl.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
         class_names: Sequence[str] | None = None,
         log_images: int = 16,
         data: Mapping[str, Any] | None = None,
@@ -101,11 +105,11 @@ class ZooTask(pl.LightningModule):
         self.test_metrics = self.metrics(num_classes).clone(prefix="test/")
         # Each split's mean loss per epoch, summed across ranks by torchmetrics: Lightning's mean
         # of a logged tensor divides by the ranks' mean sample count, which it rounds down to an
-        # integer under gloo (2.6.6: 201 test images on 2 ranks count as 200).
-        # (Not nan_strategy="disable": torchmetrics 1.9 then drops the batch-size weights.)
-        self.train_mean_loss = MeanMetric()
-        self.val_mean_loss = MeanMetric()
-        self.test_mean_loss = MeanMetric()
+        # integer under gloo (2.6.6: 201 test images on 2 ranks count as 200). No NaN check: it
+        # reads the loss on the host (a GPU sync per step), and the finite guard watches it.
+        self.train_mean_loss = MeanMetric(nan_strategy="disable")
+        self.val_mean_loss = MeanMetric(nan_strategy="disable")
+        self.test_mean_loss = MeanMetric(nan_strategy="disable")
 
     @classmethod
     def options(cls) -> set[str]:
@@ -132,31 +136,62 @@ class ZooTask(pl.LightningModule):
                 return [str(name) for name in names]
         return [str(i) for i in range(self.model.num_classes)]
 
+    def split_metrics(self, split: str) -> tuple[MetricCollection, MeanMetric]:
+        """The split's metric collection and mean loss (``test`` also serves ``predict``)."""
+        if split == "train":
+            return self.train_metrics, self.train_mean_loss
+        if split == "val":
+            return self.val_metrics, self.val_mean_loss
+        return self.test_metrics, self.test_mean_loss
+
+    def logs_this_step(self) -> bool:
+        """Whether the loggers write at the end of this training step: every
+        ``trainer.log_every_n_steps`` steps, at the last one, and at every step of a
+        ``fast_dev_run``. Lightning's own test, the one its LearningRateMonitor and
+        ThroughputMonitor use. False without a Trainer (a module called on its own)."""
+        trainer = self._trainer
+        if trainer is None:
+            return False
+        return bool(trainer.fast_dev_run) or trainer._logger_connector.should_update_logs
+
     def log_split(
         self, split: str, loss: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor
     ) -> None:
-        """Log ``{split}/loss`` (per step in training, with the epoch's mean as
-        ``train/loss_epoch``) and update and log the split's metrics (per epoch) from
-        ``outputs`` (what the metrics take: logits or predicted labels)."""
-        metrics = {"train": self.train_metrics, "val": self.val_metrics}.get(
-            split, self.test_metrics
-        )
-        metrics(outputs, targets)
-        size = len(targets)
-        mean_loss = {"train": self.train_mean_loss, "val": self.val_mean_loss}.get(
-            split, self.test_mean_loss
-        )
-        mean_loss.update(loss.detach(), weight=size)
-        if split == "train":
-            self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        # The mean over the epoch, every rank's share in it: for training also logged at every
-        # epoch's end whatever log_every_n_steps says (a run shorter than that interval would
-        # otherwise log no training loss at all).
+        """Add a batch to the split's metrics and mean loss, from ``outputs`` (what the metrics
+        take: logits or predicted labels); :meth:`log_epoch` logs them once per epoch. In
+        training, also log this step's ``train/loss`` at the steps the loggers write.
+
+        Only ``update`` runs per batch: a metric called as a function also computes the
+        batch's own value, and each ``self.log`` walks Lightning's result collection (about
+        0.3 ms on a CPU, docs/benchmarks.md), which nobody reads at the other steps."""
+        metrics, mean_loss = self.split_metrics(split)
+        metrics.update(outputs, targets)
+        # The batch's mean once per image: batches weigh by their size with no weight argument,
+        # which torchmetrics would copy to the device at every call (a sync), and which
+        # nan_strategy="disable" drops anyway (1.9).
+        mean_loss.update(loss.detach().expand(len(targets)))
+        if split == "train" and self.logs_this_step():
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(targets))
+
+    def log_epoch(self, split: str) -> None:
+        """Log the split's metrics and mean loss over the epoch, every rank's share in them;
+        Lightning computes the metric objects, syncing them across ranks, and resets them. The
+        training loss's mean is ``train/loss_epoch``, beside the per-step ``train/loss``."""
+        metrics, mean_loss = self.split_metrics(split)
+        if not mean_loss.update_called:
+            return  # no batch this epoch (limit_val_batches=0, a skipped sanity check)
         name = "train/loss_epoch" if split == "train" else f"{split}/loss"
-        self.log(name, mean_loss, on_step=False, on_epoch=True, prog_bar=split == "val")
-        self.log_dict(
-            metrics, on_step=False, on_epoch=True, prog_bar=split == "val", batch_size=size
-        )
+        self.log(name, mean_loss, prog_bar=split == "val")
+        self.log_dict(metrics, prog_bar=split == "val")
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch("test")
 
     def log_figure(self, tag: str, figure: Figure) -> None:
         log_figure(self.loggers, tag, figure, self.global_step)
@@ -195,7 +230,15 @@ class ZooTask(pl.LightningModule):
         if self.hparams.channels_last:
             self.model.to(memory_format=torch.channels_last)
         # Kept out of the module tree so that state_dict keys never gain "_orig_mod.".
-        self._compiled = [torch.compile(self.model)] if self.hparams.compile else []
+        self._compiled = []
+        mode = self.hparams.compile
+        if mode not in (False, True, *COMPILE_MODES):
+            raise ValueError(
+                "task.compile must be true, false or a torch.compile mode "
+                f"({', '.join(COMPILE_MODES)}), got {mode!r}"
+            )
+        if mode:
+            self._compiled = [torch.compile(self.model, mode=None if mode is True else mode)]
         self._resumed_scheduler_states: list[dict[str, Any]] = []
         self._flops: dict[bool, int] = {}
 

@@ -126,10 +126,12 @@ class SegmentationModule(ZooTask):
             self.log_figure("val/overlays", figure)
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
         self._log_dice("val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._evaluate(batch, "test")
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
         self._log_dice("test")

@@ -18,6 +18,7 @@ import copy
 import json
 import platform
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -208,12 +209,19 @@ def lightning_loop(
 
 
 def bench_model(name: str, args: argparse.Namespace) -> BenchResult:
+    """Time the plain loop and the Lightning loop in turn, ``args.rounds`` times each: a load
+    that comes and goes on a shared machine then touches both, and the medians are compared."""
     device = torch.device(args.device)
     spec, size = model_spec(name, args.image_size, args.num_classes)
     images = torch.randn(args.batch_size, 3, size, size, device=device)
     targets = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
-    timings = plain_loop(spec, (images, targets), args)
-    lightning_s = None if args.no_lightning else lightning_loop(spec, (images, targets), args)
+    plain_rounds, lightning_rounds = [], []
+    for _ in range(args.rounds):
+        plain_rounds.append(plain_loop(spec, (images, targets), args))
+        if not args.no_lightning:
+            lightning_rounds.append(lightning_loop(spec, (images, targets), args))
+    timings = tuple(statistics.median(values) for values in zip(*plain_rounds, strict=True))
+    lightning_s = statistics.median(lightning_rounds) if lightning_rounds else None
     peak_flops = get_available_flops(device, PRECISIONS[args.precision])
     return bench_result(name, device, size, args, timings, lightning_s, peak_flops)
 
@@ -296,6 +304,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="time both loops this many times, in turn (medians)"
+    )
     parser.add_argument("--no-lightning", action="store_true", help="skip the Lightning timing")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
@@ -305,8 +316,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown model(s) {unknown}; available: {', '.join(models.available())}")
     if [n for n in names if models.MODELS.get(n).task != "classification"]:
         parser.error("zoo.tools.bench times classifiers; unet is a segmentation network")
-    if args.batch_size < 1 or args.steps < 1 or args.warmup < 0:
-        parser.error("--batch-size and --steps must be >= 1, --warmup >= 0")
+    if args.batch_size < 1 or args.steps < 1 or args.rounds < 1 or args.warmup < 0:
+        parser.error("--batch-size, --steps and --rounds must be >= 1, --warmup >= 0")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda, but no CUDA device is available")
     args.model_names = names

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -86,18 +87,23 @@ def build_trainer(cfg: DictConfig, **objects: object) -> pl.Trainer:
         raise
 
 
-def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+def train(
+    cfg: DictConfig, output_dir: Path, extra_callbacks: Sequence[pl.Callback] = ()
+) -> dict[str, float]:
     """Fit, then test the best checkpoint; return the test metrics (or the last val metrics),
     the ``optimized_metric`` (zoo.training.objective: its best value where the best checkpoint
     is chosen by it) and ``fit_seconds``, as written to ``output_dir/metrics.json``.
 
     Rank 0 holds ``output_dir`` for the whole run (zoo.training.run_lock): a second train.py
-    there stops with a message."""
+    there stops with a message. ``extra_callbacks`` join the config's (for tools that watch a
+    run: zoo.tools.step_profile)."""
     with ExitStack() as held:
-        return _train(cfg, output_dir, held)
+        return _train(cfg, output_dir, held, list(extra_callbacks))
 
 
-def _train(cfg: DictConfig, output_dir: Path, held: ExitStack) -> dict[str, float]:
+def _train(
+    cfg: DictConfig, output_dir: Path, held: ExitStack, extra_callbacks: list[pl.Callback]
+) -> dict[str, float]:
     validate(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
@@ -118,7 +124,7 @@ def _train(cfg: DictConfig, output_dir: Path, held: ExitStack) -> dict[str, floa
     weights_preprocessing = follow_weights(module, to_plain(cfg.data))
     datamodule = build_datamodule(to_plain(cfg.data), image_size=size, **weights_preprocessing)
 
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = instantiate_group(cfg.get("callbacks")) + extra_callbacks
     loggers = instantiate_group(cfg.get("logger"))
     objective = cfg.get("optimized_metric")
     if objective and in_multirun():
