@@ -70,7 +70,7 @@ def test_bench_times_plain_and_lightning_loops_and_writes_json(tmp_path: Path) -
     out = tmp_path / "bench.json"
     code = bench.main(
         ["--models", "lenet", "--device", "cpu", "--batch-size", "8", "--image-size", "32",
-         "--warmup", "1", "--steps", "2", "--json", str(out)]
+         "--warmup", "1", "--steps", "2", "--rounds", "2", "--json", str(out)]
     )  # fmt: skip
     assert code == 0
     [row] = json.loads(out.read_text())
@@ -88,6 +88,13 @@ def test_bench_rejects_unknown_models(capsys: pytest.CaptureFixture[str]) -> Non
         bench.main(["--models", "lenet,nope"])
     assert exit_info.value.code != 0
     assert "unknown model(s) ['nope']" in capsys.readouterr().err
+
+
+def test_bench_refuses_zero_rounds(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--models", "lenet", "--rounds", "0"])
+    assert exit_info.value.code != 0
+    assert "--rounds must be >= 1" in capsys.readouterr().err
 
 
 # vgg*_bn: vgg* with batch_norm=True under torchvision's names, the same layers as test_summary's.

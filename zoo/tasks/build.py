@@ -10,8 +10,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig
 
 from zoo import data, models
+from zoo.core.config import to_plain
 from zoo.core.errors import ConfigError
 from zoo.tasks import TASKS, task_class
 from zoo.tasks.base import ZooTask
@@ -118,6 +120,18 @@ def build_task(
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err
+
+
+def task_from_config(cfg: DictConfig) -> ZooTask:
+    """:func:`build_task` from a composed train config's model, optimizer, scheduler, data and
+    task groups."""
+    return build_task(
+        to_plain(cfg.model),
+        to_plain(cfg.optimizer),
+        to_plain(cfg.scheduler) or None,
+        to_plain(cfg.data),
+        to_plain(cfg.get("task")) or {},
+    )
 
 
 # data.image_size above this is refused before anything is allocated, be it typed or read from

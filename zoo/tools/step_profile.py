@@ -47,7 +47,8 @@ from torchmetrics import MeanMetric
 
 from zoo.core.config import compose_config, to_plain
 from zoo.tasks.base import ZooTask
-from zoo.tasks.build import build_datamodule, build_task, image_size
+from zoo.tasks.build import build_datamodule, image_size, task_from_config
+from zoo.tools.bench import synchronize
 from zoo.training.run import train
 
 # (name, overrides that switch it off). The callbacks are configs/callbacks/default.yaml's.
@@ -81,7 +82,8 @@ STEPS_ONLY = (
 
 class StepClock(Callback):
     """Wall time from the start of training batch ``skip`` to the end of the last one, and
-    Lightning's profiler's records, kept for the caller."""
+    Lightning's profiler's records, kept for the caller. (bench's timer runs to the end of
+    training, which here would add the epoch-end checkpoint to the steps.)"""
 
     def __init__(self, skip: int) -> None:
         self.skip = skip
@@ -110,11 +112,6 @@ class StepClock(Callback):
         return (self.end - self.start) / self.steps * 1e6
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_variant(
     overrides: Sequence[str], steps: int, skip: int, profiler: bool = False
 ) -> StepClock:
@@ -139,13 +136,7 @@ def plain_loop_us(overrides: Sequence[str], steps: int, skip: int) -> float:
         cfg = compose_config(list(overrides), Path(out))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    module = build_task(
-        to_plain(cfg.model),
-        to_plain(cfg.optimizer),
-        to_plain(cfg.scheduler) or None,
-        to_plain(cfg.data),
-        to_plain(cfg.get("task")) or {},
-    )
+    module = task_from_config(cfg)
     size = image_size(module.model, cfg.data.get("image_size"), cfg.get("max_image_size"))
     datamodule = build_datamodule(to_plain(cfg.data), image_size=size)
     transform = getattr(datamodule, "transform", None)
@@ -212,13 +203,7 @@ def call_costs(overrides: Sequence[str], repeats: int = 300) -> dict[str, float]
     live Trainer, where it does its work), and reading a loss on the host."""
     with tempfile.TemporaryDirectory(prefix="zoo-step-profile-") as out:
         cfg = compose_config(list(overrides), Path(out))
-    module = build_task(
-        to_plain(cfg.model),
-        to_plain(cfg.optimizer),
-        to_plain(cfg.scheduler) or None,
-        to_plain(cfg.data),
-        to_plain(cfg.get("task")) or {},
-    )
+    module = task_from_config(cfg)
     device = torch.device("cuda" if _on_gpu(cfg) else "cpu")
     module.to(device)
     classes, batch = module.model.num_classes, cfg.data.batch_size

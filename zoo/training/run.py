@@ -21,7 +21,7 @@ from rich.table import Table
 
 from zoo.core.config import instantiate_group, to_plain, validate
 from zoo.core.errors import ConfigError, in_multirun
-from zoo.tasks.build import build_datamodule, build_task, follow_weights, image_size
+from zoo.tasks.build import build_datamodule, follow_weights, image_size, task_from_config
 from zoo.training.cluster import cluster_ckpt_path
 from zoo.training.objective import ObjectiveIsLogged, objective_value
 from zoo.training.resume import check_checkpoint
@@ -110,13 +110,7 @@ def _train(
     torch.backends.cudnn.benchmark = bool(cfg.trainer.get("benchmark", True))
     ckpt_path = resolve_ckpt_path(cluster_ckpt_path(cfg.get("ckpt_path")), output_dir)
 
-    module = build_task(
-        to_plain(cfg.model),
-        to_plain(cfg.optimizer),
-        to_plain(cfg.scheduler) or None,
-        to_plain(cfg.data),
-        to_plain(cfg.get("task")) or {},
-    )
+    module = task_from_config(cfg)
     if ckpt_path is not None:
         check_checkpoint(Path(ckpt_path), module)
     size = image_size(module.model, cfg.data.get("image_size"), cfg.get("max_image_size"))
