@@ -25,6 +25,7 @@ from zoo.models.loading import WeightsError
 from zoo.tasks.base import count_flops
 from zoo.tasks.build import build_task
 from zoo.training.checkpoint_io import TEMP_GLOB, DiskFullError, remove_stale_temp_files
+from zoo.training.resume import config_mismatch
 from zoo.training.run import train
 from zoo.training.run_lock import LOCK_NAME, RunDirectoryInUse
 from zoo.training.summary import ModelSummary, forward_flops
@@ -173,6 +174,15 @@ def test_a_resume_with_another_config_is_refused_naming_the_key(
         "hydra.run.dir) to train with it"
     )
     assert last.stat().st_mtime_ns == before
+
+
+def test_a_resume_may_change_how_the_optimizer_runs_but_not_what_it_computes() -> None:
+    # A checkpoint from before configs/optimizer/adam.yaml set fused: true.
+    saved = {"optimizer": {"name": "adam", "lr": 3e-3, "weight_decay": 0.0}}
+    fused = {"optimizer": {**saved["optimizer"], "fused": True, "foreach": None}}
+    assert config_mismatch(fused, saved) is None
+    faster = {"optimizer": {**fused["optimizer"], "lr": 0.5}}
+    assert config_mismatch(faster, saved) == ("optimizer.lr", 3e-3, 0.5)
 
 
 def test_a_resumed_run_writes_its_config_beside_the_first(tmp_path: Path) -> None:

@@ -154,6 +154,9 @@ MUST_MATCH: dict[str, tuple[str, ...] | None] = {
     ),
 }
 _ABSENT = "(not set)"
+# How the optimizer's arithmetic is laid out, not what it computes: a resume may change these
+# (a run from before configs/optimizer/adam.yaml set fused: true resumes with it).
+IMPLEMENTATION_ONLY = frozenset({"optimizer.fused", "optimizer.foreach"})
 
 
 def _flat(value: Any, prefix: str) -> dict[str, Any]:
@@ -176,7 +179,8 @@ def config_mismatch(
         flat_mine, flat_theirs = _flat(mine, group), _flat(theirs, group)
         # The name first: another model or optimizer differs in its arguments too.
         name = f"{group}.name"
-        for key in sorted(flat_mine.keys() | flat_theirs.keys(), key=lambda k: (k != name, k)):
+        compared = (flat_mine.keys() | flat_theirs.keys()) - IMPLEMENTATION_ONLY
+        for key in sorted(compared, key=lambda k: (k != name, k)):
             new, old = flat_mine.get(key, _ABSENT), flat_theirs.get(key, _ABSENT)
             if new != old:
                 return key, old, new
