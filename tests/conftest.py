@@ -18,12 +18,20 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from zoo.core.config import CONFIG_DIR, compose_config
+from zoo.core.logs import quiet_library_noise
 from zoo.data.mnist.files import raw_dir, write_idx
 
 REPO_ROOT = CONFIG_DIR.parent
 
 # Keep tests to the two cores the CI machine has, and reproducible.
 torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def quiet_as_the_entry_points() -> None:
+    """The in-process runs print what train.py and evaluate.py print: their filters, installed
+    within each test (pytest restores the warning filters of the collection phase after it)."""
+    quiet_library_noise()
 
 
 def synthetic_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,10 +12,10 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from torchvision.transforms import v2
 
+from benchmarks.imagenet_pipeline import write_jpeg_tree
 from tests.conftest import compose_config
 from zoo.core.errors import ConfigError
-from zoo.data.imagenet.bench import write_jpeg_tree
-from zoo.data.imagenet.datamodule import ImageNetDataModule
+from zoo.data.imagenet.imagenet import ImageNetDataModule
 from zoo.data.imagenet.transforms import (
     AUTO_AUGMENT,
     ERASE_VALUE,
@@ -128,12 +128,9 @@ def test_the_tv2_recipe_is_torchvisions_and_trains_end_to_end(root: Path, tmp_pa
     one batch of each split, decoded in the main process (decode=gpu, on the CPU here)."""
     cfg = compose_config(["experiment=resnet18_imagenet_tv2"], tmp_path)
     assert (cfg.data.auto_augment, cfg.data.random_erasing) == ("trivialaugment", 0.1)
-    assert (cfg.task.label_smoothing, cfg.task.mixup_alpha, cfg.task.cutmix_alpha) == (
-        0.1,
-        0.2,
-        1.0,
-    )
-    assert cfg.task.norm_weight_decay == 0.0
+    mixing = cfg.task.mixing
+    assert (cfg.task.label_smoothing, mixing.mixup_alpha, mixing.cutmix_alpha) == (0.1, 0.2, 1.0)
+    assert cfg.task.finetune.norm_weight_decay == 0.0
     assert (cfg.scheduler.name, cfg.scheduler.warmup_epochs, cfg.trainer.max_epochs) == (
         "cosine",
         5,

@@ -14,11 +14,11 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
+from benchmarks.imagenet_pipeline import photo_like
 from tests.conftest import compose_config
 from tests.pretrained import Publisher
 from zoo import data
 from zoo.data.image_folder import ImageFolderDataModule, ImageFolderError
-from zoo.data.imagenet.bench import photo_like
 from zoo.data.imagenet.io import ImageNetDataError
 from zoo.data.imagenet.transforms import IMAGENET_MEAN, IMAGENET_STD
 from zoo.evaluation.run import evaluate
@@ -210,7 +210,7 @@ def test_the_finetune_recipe_trains_evaluates_and_predicts_the_folders_classes(
         "logger=csv",
     ]
     cfg = compose_config(overrides, tmp_path / "train")
-    assert (cfg.model.weights, cfg.task.freeze, cfg.data.name) == (
+    assert (cfg.model.weights, cfg.task.finetune.freeze, cfg.data.name) == (
         "IMAGENET1K_V1",
         "backbone",
         "image_folder",

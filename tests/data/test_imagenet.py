@@ -19,14 +19,14 @@ from omegaconf import DictConfig
 from PIL import Image
 from torchvision.datasets import imagenet as tv_imagenet
 
+from benchmarks.imagenet_pipeline import photo_like, write_jpeg_tree
 from tests.conftest import REPO_ROOT, compose_config, run_script
 from tests.training.fault_tolerance_helpers import Interrupted
 from zoo.core.errors import exit_on_user_error
-from zoo.data.imagenet.bench import photo_like, write_jpeg_tree
-from zoo.data.imagenet.datamodule import ImageNetDataModule
+from zoo.data.imagenet.imagenet import ImageNetDataModule
+from zoo.data.imagenet.imagenet_synthetic import ImageNetSyntheticDataModule
 from zoo.data.imagenet.io import ImageNetDataError
 from zoo.data.imagenet.layout import ARCHIVES, class_names
-from zoo.data.imagenet.synthetic import ImageNetSyntheticDataModule
 from zoo.data.imagenet.transforms import IMAGENET_MEAN, eval_resize
 from zoo.data.sampling import ResumableBatchSampler
 from zoo.training.run import train

@@ -180,8 +180,8 @@ def test_the_default_limit_is_pils_own() -> None:
 def test_imagenet_refuses_a_file_over_data_max_image_pixels_or_skips_it(
     decode_on: str, tmp_path: Path
 ) -> None:
-    from zoo.data.imagenet.bench import write_jpeg_tree
-    from zoo.data.imagenet.datamodule import ImageNetDataModule
+    from benchmarks.imagenet_pipeline import write_jpeg_tree
+    from zoo.data.imagenet.imagenet import ImageNetDataModule
     from zoo.data.imagenet.io import ImageNetDataError
 
     root = write_jpeg_tree(
@@ -215,8 +215,7 @@ def test_imagenet_refuses_a_file_over_data_max_image_pixels_or_skips_it(
 def test_the_segmentation_folder_decodes_images_by_content_and_takes_only_png_masks(
     tmp_path: Path,
 ) -> None:
-    from zoo.data.folder import read_pair
-    from zoo.data.segmentation import SegmentationDataError
+    from zoo.data.segmentation_folder import SegmentationDataError, read_pair
 
     mask = torch.zeros(1, 48, 64, dtype=torch.uint8)
     mask[:, :10] = 2

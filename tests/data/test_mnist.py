@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from tests.conftest import REPO_ROOT, write_synthetic_mnist
+from zoo import data
+from zoo.core.errors import ConfigError
 from zoo.data.mnist import files as mnist_files
-from zoo.data.mnist.classification import MNISTDataModule, batch_transform
 from zoo.data.mnist.files import MNIST_MD5, MNISTUnavailableError, ensure_mnist, md5sum, raw_dir
+from zoo.data.mnist.mnist import MNISTDataModule, batch_transform
 
 
 def test_registry_fallback_rebuilds_files_matching_the_published_md5s(tmp_path: Path) -> None:
@@ -113,5 +115,5 @@ def test_batches_are_padded_or_resized_and_normalised(
 
 
 def test_unknown_resize_mode_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"data\.resize must be one of"):
-        batch_transform(32, "stretch", 0.1307, 0.3081)
+    with pytest.raises(ConfigError, match=r"data\.resize must be one of pad, bilinear, got 'str"):
+        data.parse({"name": "mnist", "resize": "stretch"})

@@ -13,12 +13,12 @@ import torch
 from pytorch_lightning.trainer.states import RunningStage
 from torch.utils.data import DataLoader, DistributedSampler
 
+from benchmarks.imagenet_pipeline import write_jpeg_tree
 from zoo.core.errors import ConfigError
-from zoo.data.imagenet.bench import write_jpeg_tree
-from zoo.data.imagenet.datamodule import ImageNetDataModule
-from zoo.data.imagenet.synthetic import ImageNetSyntheticDataModule
-from zoo.data.mnist.classification import MNISTDataModule
-from zoo.data.mnist.segmentation import MNISTSegmentationDataModule
+from zoo.data.imagenet.imagenet import ImageNetDataModule
+from zoo.data.imagenet.imagenet_synthetic import ImageNetSyntheticDataModule
+from zoo.data.mnist.mnist import MNISTDataModule
+from zoo.data.mnist.mnist_segmentation import MNISTSegmentationDataModule
 from zoo.data.sampling import evaluation_share
 
 EVAL_BATCH = 16

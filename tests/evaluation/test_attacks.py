@@ -4,6 +4,7 @@ impossible settings refused with one line."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 from torch import nn
 
 from tests.conftest import UNET_MNIST_TOY, compose_config, run_script, synthetic_train_overrides
@@ -22,10 +24,18 @@ from tests.tasks.test_adversarial import (
     normalised,
     pixel_weights,
 )
-from zoo.core.config import to_plain
+from zoo.core.config import CONFIG_DIR, to_plain
 from zoo.core.errors import ConfigError
-from zoo.evaluation.attacks import deepfool, minimal_targeted, universal_perturbation
+from zoo.evaluation.attacks import (
+    ATTACK_CONFIGS,
+    PGDConfig,
+    check_attack,
+    deepfool,
+    minimal_targeted,
+    universal_perturbation,
+)
 from zoo.evaluation.run import evaluate
+from zoo.tasks.adversarial import AdversarialOptions, PGDSettings
 from zoo.tasks.build import build_task
 from zoo.training.run import train
 
@@ -159,6 +169,30 @@ def test_a_saved_universal_perturbation_applies_again_with_the_same_fooling_rate
 
 
 # --- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(ATTACK_CONFIGS))
+def test_each_attack_config_holds_its_schemas_keys_and_defaults(name: str) -> None:
+    written = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "attack" / f"{name}.yaml"))
+    assert written.pop("name") == name
+    assert written == ATTACK_CONFIGS[name]().to_dict()
+    assert check_attack({"name": name, **written}) == ATTACK_CONFIGS[name]()
+
+
+def test_the_pgd_attack_and_adversarial_training_share_one_schema() -> None:
+    # What PGD takes besides its budget is declared once, and both configs extend it.
+    shared = {field.name for field in dataclasses.fields(PGDSettings)}
+    assert shared == {"steps", "step_size", "norm", "random_start"}
+    assert issubclass(PGDConfig, PGDSettings) and issubclass(AdversarialOptions, PGDSettings)
+    # Training takes one budget, the attack's sweep a list of them.
+    assert isinstance(AdversarialOptions().eps, float) and isinstance(PGDConfig().eps, list)
+
+
+def test_a_key_no_attack_has_is_refused_naming_the_attacks_keys() -> None:
+    with pytest.raises(
+        ConfigError, match=r"attack.colour is not an option of attack=pgd \(options:"
+    ):
+        check_attack({"name": "pgd", "colour": "red"})
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from tests.conftest import (
     synthetic_train_overrides,
 )
 from zoo.core.errors import ConfigError
-from zoo.data.mnist.classification import MNISTDataModule
+from zoo.data.mnist.mnist import MNISTDataModule
 from zoo.evaluation.attacks import fgsm, pixel_normalization
 from zoo.evaluation.checkpoint import load_checkpoint
 from zoo.evaluation.run import evaluate
@@ -231,7 +231,7 @@ def test_hostile_or_broken_checkpoints_fail_with_one_line_and_run_nothing(
     def no_data(*args: object, **kwargs: object) -> None:
         raise AssertionError("data was loaded for a checkpoint that should have been refused")
 
-    monkeypatch.setattr("zoo.data.mnist.classification.ensure_mnist", no_data)
+    monkeypatch.setattr("zoo.data.mnist.mnist.ensure_mnist", no_data)
     with pytest.raises(ConfigError, match=message) as refused:
         run_evaluate(ckpt=ckpt, output_dir=tmp_path / "run")
     assert "\n" not in str(refused.value)

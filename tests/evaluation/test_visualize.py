@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -22,10 +23,12 @@ from tests.conftest import (
     run_script,
     synthetic_train_overrides,
 )
+from zoo.core.config import CONFIG_DIR
 from zoo.core.errors import ConfigError
 from zoo.evaluation.run import evaluate
+from zoo.evaluation.visualize import METHODS, parse_visualization
 from zoo.evaluation.visualize.common import Context
-from zoo.evaluation.visualize.maps import filters
+from zoo.evaluation.visualize.maps import FiltersConfig, filters
 from zoo.training.run import train
 
 # Few steps and starts: the properties hold well before the defaults' counts.
@@ -217,11 +220,67 @@ def test_a_negative_setting_is_refused_before_the_checkpoint_is_read(
         )
 
 
+METHOD_FILES = sorted(path.stem for path in (CONFIG_DIR / "visualization").glob("*.yaml"))
+
+
+def test_every_method_has_a_settings_file_and_a_schema() -> None:
+    assert sorted(METHODS) == METHOD_FILES
+
+
+@pytest.mark.parametrize("name", METHOD_FILES)
+def test_each_settings_file_parses_with_its_methods_schema(name: str, tmp_path: Path) -> None:
+    cfg = compose_config([], tmp_path, "evaluate")
+    GlobalHydra.instance().clear()
+    parsed = parse_visualization(name, cfg.visualization[name])
+    assert type(parsed) is METHODS[name].settings
+    # Every key of the file is a field of the schema (deep_dream's `class` is its class_),
+    # holding the file's value.
+    written = yaml.safe_load((CONFIG_DIR / "visualization" / f"{name}.yaml").read_text())[name]
+    fields = parsed.to_dict()
+    assert {key: fields["class_" if key == "class" else key] for key in written} == written
+
+
+SCHEMA_REFUSALS = [
+    ("activation_max", {"steps": -1}, r"activation_max\.steps must be a number >= 0, got -1"),
+    ("activation_max", {"starts": 0}, r"activation_max\.starts must be an integer >= 1, got 0"),
+    ("activation_max", {"target": "x"}, "target must be one of unit, filter, layer, got 'x'"),
+    ("activation_max", {"filters": 0}, r"filters must be a count >= 1 \(the first N filters\)"),
+    ("activation_max", {"pixel": [3]}, r"pixel must be \[row, col\], two integers >= 0"),
+    ("activation_max", {"rho": 0}, "rho must be a number > 0, or null"),
+    ("class_models", {"l2": -0.1}, r"class_models\.l2 must be a number >= 0, got -0\.1"),
+    ("class_models", {"classes": "all"}, r"classes must be a list of integers, got 'all'"),
+    ("deep_dream", {"lr": -1}, r"deep_dream\.lr must be a number >= 0"),
+    ("deep_dream", {"scale": 0.5}, r"deep_dream\.scale must be a number >= 1, got 0\.5"),
+    ("deep_dream", {"class": "cat"}, r"deep_dream\.class must be an integer, got 'cat'"),
+    ("deep_dream", {"colour": 1}, r"deep_dream\.colour is not an option .*, class, octaves"),
+    ("feature_maps", {"image": -1}, r"image must be a sample index >= 0 or an image file"),
+    ("feature_maps", {"max_maps": 0}, r"feature_maps\.max_maps must be an integer >= 1"),
+    ("filters", {"max_filters": 0}, r"filters\.max_filters must be an integer >= 1, got 0"),
+    ("filters", {"layers": {"a": 1}}, r"filters\.layers must be a layer's name, a list of"),
+    ("saliency", {"methods": ["x"]}, r"methods must be a list of methods among saliency, int"),
+    ("saliency", {"ink_threshold": -1}, r"ink_threshold must be a number >= 0 or null"),
+]
+
+
+@pytest.mark.parametrize(("name", "settings", "message"), SCHEMA_REFUSALS)
+def test_impossible_settings_are_refused_by_the_methods_schema(
+    name: str, settings: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as refused:
+        parse_visualization(name, settings)
+    assert "\n" not in str(refused.value)
+
+
+def test_deep_dreams_class_is_read_under_its_config_name() -> None:
+    settings = parse_visualization("deep_dream", {"class": 3, "steps": 5})
+    assert (settings.class_, settings.steps) == (3, 5)
+
+
 def test_filters_of_a_model_without_convolutions_is_refused(tmp_path: Path) -> None:
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
     ctx = Context(mlp, "classification", 2, 1, 2, None, "test", *torch.zeros(2, 1), tmp_path, [])
     with pytest.raises(ConfigError, match="has no convolutions to draw"):
-        filters(ctx, {})
+        filters(ctx, FiltersConfig())
 
 
 def test_class_models_make_no_sense_for_segmentation(

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.imagenet_pipeline import photo_like, write_jpeg_tree
 from tests.data.test_imagenet import CLASSES, SIZES, TRAIN_PER_CLASS, VAL_PER_CLASS, save_jpeg
 from tests.gpu.helpers import DEVICE, GPU
-from zoo.data.imagenet.bench import photo_like, write_jpeg_tree
-from zoo.data.imagenet.datamodule import ImageNetDataModule
+from zoo.data.imagenet.imagenet import ImageNetDataModule
 from zoo.data.imagenet.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 pytestmark = GPU

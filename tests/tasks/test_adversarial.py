@@ -1,5 +1,5 @@
 """zoo.tasks.adversarial: FGSM and PGD in pixel units, checked against the closed forms of an
-affine classifier, and adversarial training (task.adversarial) on every classifier."""
+affine classifier, and adversarial training (task.adversarial.method) on every classifier."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.models.test_models import SLOW_TO_BUILD, SMALL_KWARGS, small_size
 from zoo import models
 from zoo.core.config import to_plain
 from zoo.core.errors import ConfigError
-from zoo.tasks.adversarial import Perturbation, fgsm, pgd
+from zoo.tasks.adversarial import AdversarialOptions, Perturbation, fgsm, pgd
 from zoo.tasks.build import build_task
 from zoo.training.run import train
 
@@ -95,18 +95,29 @@ def test_pgd_from_a_random_start_stays_in_the_ball_and_the_box(norm: str) -> Non
 
 
 @pytest.mark.parametrize(
-    ("arguments", "message"),
+    ("block", "message"),
     [
-        (("pgd", 1.5), r"task.adversarial_eps must be a number in \[0, 1\]"),
-        (("pgd", -0.1), r"task.adversarial_eps must be a number in \[0, 1\]"),
-        (("pgd", 0.1, 0), "task.adversarial_steps must be an integer >= 1, got 0"),
-        (("fgsm", 0.1, 1, None, "l2"), "fgsm is an L-infinity attack"),
-        (("cw", 0.1), "task.adversarial must be null or one of fgsm, pgd, got 'cw'"),
+        ({"method": "pgd", "eps": 1.5}, r"task.adversarial.eps must be a number in \[0, 1\]"),
+        ({"method": "pgd", "eps": -0.1}, r"task.adversarial.eps must be a number in \[0, 1\]"),
+        ({"method": "pgd", "steps": 0}, "task.adversarial.steps must be an integer >= 1, got 0"),
+        ({"method": "fgsm", "norm": "l2"}, "fgsm is an L-infinity attack"),
+        ({"method": "cw"}, "task.adversarial.method must be null \\(off\\) or fgsm, pgd, got 'cw'"),
+        ({"method": "pgd", "alpha": 2}, r"task.adversarial.alpha must be a number in \[0, 1\]"),
+        ({"val_batches": 0}, "task.adversarial.val_batches must be an integer >= 1, or null"),
     ],
 )
-def test_impossible_adversarial_settings_are_refused(arguments: tuple, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        Perturbation(*arguments)
+def test_impossible_adversarial_settings_are_refused(block: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        AdversarialOptions.parse(block, "task.adversarial")
+
+
+def test_fgsm_steps_once_and_validation_is_pgd_at_the_training_budget() -> None:
+    options = AdversarialOptions(method="fgsm", eps=0.2, steps=5, val_steps=3, norm="linf")
+    training, validation = Perturbation.training(options), Perturbation.validation(options)
+    # Wong et al.'s fast adversarial training: one step of 1.25 eps from a random start.
+    assert (training.steps, training.step_size, training.start) == (1, pytest.approx(0.25), True)
+    assert (validation.method, validation.steps, validation.eps) == ("pgd", 3, 0.2)
+    assert validation.step_size is None  # 2.5 * eps / steps
 
 
 # LeNet in the default run; the others (GoogLeNet's auxiliary heads too) with the slow tests.
@@ -135,7 +146,7 @@ def test_adversarial_training_takes_a_step_on_every_classifier(name: str, method
         {"name": "sgd", "lr": 0.01},
         None,
         None,
-        {"adversarial": method, "adversarial_steps": 2, "adversarial_alpha": 0.0},
+        {"adversarial": {"method": method, "steps": 2, "alpha": 0.0}},
     )
     size = small_size(module.model)
     images = torch.randn(2, module.model.in_channels, size, size)
@@ -154,10 +165,10 @@ def test_robust_validation_accuracy_is_logged_each_epoch(
     cfg = train_cfg(
         "trainer.max_epochs=2",
         "logger=csv",
-        "task.adversarial=pgd",
-        "task.adversarial_steps=2",
-        "task.adversarial_val_steps=3",
-        "task.adversarial_val_batches=1",
+        "task.adversarial.method=pgd",
+        "task.adversarial.steps=2",
+        "task.adversarial.val_steps=3",
+        "task.adversarial.val_batches=1",
         "test=false",
     )
     train(cfg, tmp_path)
@@ -174,6 +185,6 @@ def test_robust_validation_accuracy_is_logged_each_epoch(
 def test_adversarial_options_are_config_errors_before_data_loads(
     train_cfg: Callable[..., DictConfig],
 ) -> None:
-    cfg = train_cfg("task.adversarial=pgd", "task.adversarial_alpha=2")
-    with pytest.raises(ConfigError, match=r"task.adversarial_alpha must be a number in \[0, 1\]"):
+    cfg = train_cfg("task.adversarial.method=pgd", "task.adversarial.alpha=2")
+    with pytest.raises(ConfigError, match=r"task.adversarial.alpha must be a number in \[0, 1\]"):
         build_task(to_plain(cfg.model), to_plain(cfg.optimizer), None, None, to_plain(cfg.task))

@@ -1,4 +1,4 @@
-"""Fine-tuning (task.freeze, task.backbone_lr_scale, task.norm_weight_decay): what stays out of
+"""Fine-tuning (task.finetune.freeze, .backbone_lr_scale, .norm_weight_decay): what stays out of
 the optimizer, which BatchNorm layers stay in eval mode, and that a few real training steps
 leave frozen parameters and statistics bitwise unchanged."""
 
@@ -40,13 +40,15 @@ def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def task(weights: Path | None, optimizer: dict[str, Any] | None = None, **options: Any) -> ZooTask:
+def task(weights: Path | None, optimizer: dict[str, Any] | None = None, **finetune: Any) -> ZooTask:
+    """ResNet-18 with ``weights`` and the ``task.finetune`` options ``finetune``."""
     model = {
         "name": "resnet18",
         "num_classes": CLASSES,
         "weights": str(weights) if weights else None,
     }
     optimizer = optimizer or {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-2}
+    options = {"finetune": finetune}
     return build_task(model, optimizer, None, {"name": "imagenet_synthetic"}, options)
 
 
@@ -150,9 +152,12 @@ def test_the_defaults_keep_one_unnamed_group_in_parameter_order() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"freeze": "head"}, "task.freeze must be one of none, backbone, bn"),
-        ({"backbone_lr_scale": 0}, "task.backbone_lr_scale must be a number > 0"),
-        ({"norm_weight_decay": -1}, "task.norm_weight_decay must be null or a number >= 0"),
+        ({"freeze": "head"}, "task.finetune.freeze must be one of none, backbone, bn"),
+        ({"backbone_lr_scale": 0}, "task.finetune.backbone_lr_scale must be a number > 0"),
+        (
+            {"norm_weight_decay": -1},
+            "task.finetune.norm_weight_decay must be null or a number >= 0",
+        ),
     ],
 )
 def test_impossible_options_are_config_errors(options: dict[str, Any], message: str) -> None:

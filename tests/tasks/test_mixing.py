@@ -13,7 +13,7 @@ from tests.conftest import UNET_MNIST_TOY, run_script
 from zoo.core.errors import ConfigError
 from zoo.tasks.build import build_task
 from zoo.tasks.classification import classification_loss
-from zoo.tasks.mixing import BatchMixing
+from zoo.tasks.mixing import BatchMixing, MixingOptions
 
 CLASSES = 10
 LENET = {"name": "lenet", "num_classes": CLASSES, "in_channels": 1}
@@ -28,7 +28,9 @@ def batch(n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_mixup_blends_whole_images_and_their_labels_by_one_ratio() -> None:
     images, labels = batch()
-    mixed, soft = BatchMixing(CLASSES, mixup_alpha=0.4, mixup_prob=1.0)(images, labels)
+    mixed, soft = BatchMixing(CLASSES, MixingOptions(mixup_alpha=0.4, mixup_prob=1.0))(
+        images, labels
+    )
     lam = float(soft[0, labels[0]])
     partner = labels.roll(1)
     expected = lam * F.one_hot(labels, CLASSES) + (1 - lam) * F.one_hot(partner, CLASSES)
@@ -38,7 +40,9 @@ def test_mixup_blends_whole_images_and_their_labels_by_one_ratio() -> None:
 
 def test_cutmix_pastes_a_box_and_weighs_the_labels_by_its_area() -> None:
     images, labels = batch()
-    mixed, soft = BatchMixing(CLASSES, cutmix_alpha=1.0, cutmix_prob=1.0)(images, labels)
+    mixed, soft = BatchMixing(CLASSES, MixingOptions(cutmix_alpha=1.0, cutmix_prob=1.0))(
+        images, labels
+    )
     from_own = (mixed == images).all(dim=1)  # (N, H, W): pixel kept
     from_partner = (mixed == images.roll(1, dims=0)).all(dim=1)
     assert bool((from_own | from_partner).all())
@@ -57,9 +61,8 @@ def test_each_batch_gets_mixup_cutmix_or_nothing_with_their_probabilities() -> N
     torch.manual_seed(0)
     images, labels = batch(4)
     images = images[:, :, :8, :8]
-    mixing = BatchMixing(
-        CLASSES, mixup_alpha=0.2, mixup_prob=0.3, cutmix_alpha=1.0, cutmix_prob=0.2
-    )
+    options = MixingOptions(mixup_alpha=0.2, mixup_prob=0.3, cutmix_alpha=1.0, cutmix_prob=0.2)
+    mixing = BatchMixing(CLASSES, options)
     draws = 2000
     counts = {"mixup": 0, "cutmix": 0, "none": 0}
     for _ in range(draws):
@@ -70,7 +73,7 @@ def test_each_batch_gets_mixup_cutmix_or_nothing_with_their_probabilities() -> N
 
 
 def test_no_alpha_no_mixing() -> None:
-    assert not BatchMixing(CLASSES).enabled
+    assert not BatchMixing(CLASSES, MixingOptions()).enabled
     module = build_task(LENET, ADAM, None, None, {})
     assert module.mixing is None
 
@@ -94,7 +97,7 @@ def test_the_soft_target_loss_is_cross_entropy_against_the_smoothed_mixture(
 
 def test_training_trains_on_the_mixture_and_counts_accuracy_on_the_hard_labels() -> None:
     torch.manual_seed(0)
-    options = {"mixup_alpha": 0.4, "mixup_prob": 1.0, "label_smoothing": 0.1}
+    options = {"mixing": {"mixup_alpha": 0.4, "mixup_prob": 1.0}, "label_smoothing": 0.1}
     module = build_task(LENET, ADAM, None, None, options)
     logged = {}
     module.log_split = lambda split, loss, logits, targets: logged.update(
@@ -122,21 +125,24 @@ def test_training_trains_on_the_mixture_and_counts_accuracy_on_the_hard_labels()
 )
 def test_out_of_range_alphas_and_probabilities_are_config_errors(option: str, value) -> None:
     options = {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mixup_prob": 0.5, "cutmix_prob": 0.5}
-    with pytest.raises(ConfigError, match=f"task.{option} must be"):
-        build_task(LENET, ADAM, None, None, {**options, option: value})
+    with pytest.raises(ConfigError, match=f"task.mixing.{option} must be"):
+        build_task(LENET, ADAM, None, None, {"mixing": {**options, option: value}})
 
 
 def test_probabilities_over_one_in_sum_are_refused() -> None:
     options = {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mixup_prob": 0.7, "cutmix_prob": 0.7}
-    with pytest.raises(ConfigError, match="must be <= 1"):
-        build_task(LENET, ADAM, None, None, options)
+    with pytest.raises(
+        ConfigError, match=r"task.mixing.mixup_prob \+ task.mixing.cutmix_prob must be <= 1"
+    ):
+        build_task(LENET, ADAM, None, None, {"mixing": options})
 
 
 def test_mixup_with_a_segmentation_model_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    # The segmentation task's config has no mixing block: appended, its schema names the task.
     result = run_script(
-        "train.py", *UNET_MNIST_TOY, "task.mixup_alpha=0.2", f"paths.log_dir={tmp_path}"
+        "train.py", *UNET_MNIST_TOY, "+task.mixing.mixup_alpha=0.2", f"paths.log_dir={tmp_path}"
     )
     assert result.returncode == 2, result.stderr[-2000:]
     [line] = [line for line in result.stderr.splitlines() if line.startswith("Error")]
-    assert "MixUp and CutMix are for classification" in line
+    assert "task.mixing is an option of classification models; this is a segmentation model" in line
     assert "Traceback" not in result.stderr

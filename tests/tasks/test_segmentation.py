@@ -20,10 +20,9 @@ from tests.conftest import (
 )
 from zoo.core.errors import ConfigError
 from zoo.data import build as build_datamodule
-from zoo.data.folder import SegmentationFolderDataModule
 from zoo.data.images import write_jpeg, write_png
-from zoo.data.mnist.segmentation import MNISTSegmentationDataModule, make_canvases
-from zoo.data.segmentation import SegmentationDataError
+from zoo.data.mnist.mnist_segmentation import MNISTSegmentationDataModule, make_canvases
+from zoo.data.segmentation_folder import SegmentationDataError, SegmentationFolderDataModule
 from zoo.tasks.segmentation import soft_dice_loss
 from zoo.training.run import train
 
@@ -245,7 +244,7 @@ def test_unet_trains_through_its_experiment_config(train_cfg, tmp_path: Path) ->
     assert len(best) == 1
     ckpt = torch.load(best[0], weights_only=True, map_location="cpu")
     assert ckpt["hyper_parameters"]["model"]["name"] == "unet"
-    assert ckpt["hyper_parameters"]["loss"] == "ce+dice"
+    assert ckpt["hyper_parameters"]["options"]["loss"] == "ce+dice"
     assert "val/miou" in str(ckpt["callbacks"])
 
     events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()

@@ -12,14 +12,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import yaml
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from tests.conftest import compose_config, synthetic_digits, synthetic_train_overrides
-from zoo.core.config import instantiate_group, validate
+from zoo.core.config import CONFIG_DIR, instantiate_group
 from zoo.core.errors import ConfigError
 from zoo.evaluation.run import evaluate
-from zoo.training.run import train
+from zoo.training.ema import EMA, EMAConfig, parse_ema
+from zoo.training.run import check_config, train
 
 # A decay this low makes the average differ from the raw weights within a few steps.
 EMA_RUN = (
@@ -158,18 +160,66 @@ def test_the_decay_and_the_start_step_are_the_configs(train_cfg, tmp_path: Path)
         assert torch.equal(average, checkpoint["current_model_state"][key]), key
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("callbacks.ema.decay=1.5", "callbacks.ema.decay must be a number in \\[0, 1\\]"),
-        ("callbacks.ema.update_starting_at_step=-3", "update_starting_at_step must be"),
-        ("callbacks.ema.update_every_n_steps=0", "update_every_n_steps must be"),
-    ],
-)
-def test_impossible_ema_settings_are_config_errors(
+IMPOSSIBLE = [
+    ("callbacks.ema.decay=1.5", "callbacks.ema.decay must be a number in \\[0, 1\\]"),
+    ("callbacks.ema.update_starting_at_step=-3", "update_starting_at_step must be"),
+    ("callbacks.ema.update_every_n_steps=0", "update_every_n_steps must be"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), IMPOSSIBLE)
+def test_impossible_ema_settings_are_config_errors_before_training(
     override: str, message: str, tmp_path: Path
 ) -> None:
     cfg = compose_config(["callbacks=ema", override], tmp_path)
     GlobalHydra.instance().clear()
     with pytest.raises(ConfigError, match=message):
-        validate(cfg)
+        check_config(cfg)
+
+
+def test_the_ema_config_file_parses_with_its_schema(tmp_path: Path) -> None:
+    cfg = compose_config(["callbacks=ema"], tmp_path)
+    GlobalHydra.instance().clear()
+    parsed = parse_ema(cfg.callbacks)
+    assert list(parsed) == ["ema"]
+    # Every key of the file is a field of the schema, holding the file's value.
+    written = yaml.safe_load((CONFIG_DIR / "callbacks" / "ema.yaml").read_text())["ema"]
+    assert {key: parsed["ema"].to_dict()[key] for key in written} == written
+
+
+def test_callbacks_without_an_ema_have_nothing_to_check(tmp_path: Path) -> None:
+    cfg = compose_config(["callbacks=default"], tmp_path)
+    GlobalHydra.instance().clear()
+    assert parse_ema(cfg.callbacks) == {}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        *IMPOSSIBLE,
+        (
+            "callbacks.ema.decay=slow",
+            "callbacks.ema.decay must be a number in \\[0, 1\\], got 'slow'",
+        ),
+        (
+            "callbacks.ema.update_starting_at_step=-3",
+            "callbacks.ema.update_starting_at_step must be an integer >= 0 or null, got -3",
+        ),
+        ("+callbacks.ema.device=cpu", "callbacks.ema.device is not an option of callbacks=ema"),
+    ],
+)
+def test_the_ema_schema_refuses_impossible_settings_in_one_line(
+    override: str, message: str, tmp_path: Path
+) -> None:
+    cfg = compose_config(["callbacks=ema", override], tmp_path)
+    GlobalHydra.instance().clear()
+    with pytest.raises(ConfigError, match=message) as refused:
+        parse_ema(cfg.callbacks)
+    assert "\n" not in str(refused.value)
+
+
+def test_the_callback_reads_its_checked_settings() -> None:
+    ema = EMA(**EMAConfig(decay=0.5, update_starting_at_step=3).callback_arguments())
+    assert (ema.update_starting_at_step, ema.update_every_n_steps) == (3, 1)
+    with pytest.raises(ConfigError, match=r"callbacks.ema.update_every_n_steps must be an integer"):
+        EMA(update_every_n_steps=0)

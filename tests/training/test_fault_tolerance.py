@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 
 from tests.conftest import REPO_ROOT, compose_config, run_script, synthetic_train_overrides
 from zoo.core.errors import exit_on_user_error
-from zoo.data.mnist.classification import MNISTDataModule
+from zoo.data.mnist.mnist import MNISTDataModule
 from zoo.data.sampling import ResumableBatchSampler
 from zoo.training.checkpoint_io import TEMP_GLOB, AtomicCheckpointIO
 from zoo.training.finite_guard import NonFiniteError

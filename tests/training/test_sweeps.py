@@ -22,10 +22,9 @@ from tests.conftest import (
     run_script,
     synthetic_train_overrides,
 )
-from zoo.core.config import validate
 from zoo.core.errors import ConfigError
 from zoo.training.cluster import SUBMITIT_JOB
-from zoo.training.run import train
+from zoo.training.run import check_config, train
 
 # One short epoch per job, on the synthetic digits, quiet.
 TOY = ("trainer.max_epochs=1", "logger=none", "test=false")
@@ -53,7 +52,7 @@ def test_the_objective_is_never_a_test_metric(tmp_path: Path) -> None:
     cfg = compose_config(["optimized_metric=test/acc"], tmp_path)
     GlobalHydra.instance().clear()
     with pytest.raises(ConfigError, match="optimized_metric must be a validation metric"):
-        validate(cfg)
+        check_config(cfg)
 
 
 def test_by_default_the_objective_is_the_best_checkpoints_validation_score(

@@ -1,9 +1,9 @@
-"""Config plumbing shared by train.py, evaluate.py and the tests: resolvers and validation."""
+"""Config plumbing shared by train.py, evaluate.py and the tests: resolvers, composing, and the
+checks every entry point shares."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 import zoo
 from zoo.core.errors import ConfigError
+from zoo.core.trainer import TrainerConfig, register_configs
 
 # configs/ sits beside the zoo package in a checkout (editable install).
 CONFIG_DIR = Path(zoo.__file__).resolve().parents[1] / "configs"
@@ -44,115 +45,18 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-# key -> (test, what is valid). Only the keys users type most, checked before any data loads;
-# Lightning and the models check the rest themselves.
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": (lambda v: v is None or _is_int(v), "an integer or null"),
-    "data.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "data.eval_batch_size": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1"),
-    "data.num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "data.image_size": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null"),
-    "optimizer.lr": (lambda v: _is_number(v) and v > 0, "a number > 0"),
-    "optimizer.weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-    "trainer.max_epochs": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1"),
-    "trainer.max_steps": (lambda v: _is_int(v) and v >= -1, "an integer >= -1"),
-    "trainer.min_epochs": (lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0"),
-    # Counts and intervals that Lightning divides by or steps with: 0 fails deep inside a run.
-    "trainer.accumulate_grad_batches": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "trainer.log_every_n_steps": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "trainer.check_val_every_n_epoch": (
-        lambda v: v is None or (_is_int(v) and v >= 1),
-        "an integer >= 1 or null",
-    ),
-    "trainer.val_check_interval": (
-        lambda v: v is None or (_is_int(v) and v >= 1) or (_is_number(v) and 0 < v <= 1),
-        "a number of batches >= 1, a fraction of an epoch in (0, 1], or null",
-    ),
-    "trainer.num_sanity_val_steps": (
-        lambda v: v is None or (_is_int(v) and v >= -1),
-        "an integer >= -1 (-1: all) or null",
-    ),
-    "trainer.gradient_clip_val": (
-        lambda v: v is None or (_is_number(v) and v >= 0),
-        "a number >= 0 or null",
-    ),
-    # What torch.optim would refuse only once training starts.
-    "optimizer.momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "optimizer.eps": (lambda v: _is_number(v) and v > 0, "a number > 0"),
-    "optimizer.betas": (
-        lambda v: (
-            isinstance(v, list | ListConfig)
-            and len(v) == 2
-            and all(_is_number(b) and 0 <= b < 1 for b in v)
-        ),
-        "two numbers in [0, 1)",
-    ),
-    # callbacks=ema (configs/callbacks/ema.yaml)
-    "callbacks.ema.decay": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "callbacks.ema.update_every_n_steps": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "callbacks.ema.update_starting_at_step": (
-        lambda v: v is None or (_is_int(v) and v >= 0),
-        "an integer >= 0 or null",
-    ),
-    # What sweeps optimise (zoo/training/objective.py): test/ would tune on the test set.
-    "optimized_metric": (
-        lambda v: v is None or (isinstance(v, str) and v.startswith("val/")),
-        "a validation metric (val/...) or null, never a test metric",
-    ),
-}
-
-
-# MNIST's 60,000 training images, which data.val_size splits into train and validation.
-MNIST_TRAINING_IMAGES = 60_000
-_MNIST_SPLIT = (
-    lambda v: _is_int(v) and 0 < v < MNIST_TRAINING_IMAGES,
-    f"an integer in (0, {MNIST_TRAINING_IMAGES}): the validation images taken from MNIST's "
-    f"{MNIST_TRAINING_IMAGES} training images, leaving the rest to train on",
-)
-_COUNT = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
-# Rules of one dataset's keys: data.name -> key -> (test, what is valid).
-DATASET_RULES: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
-    "mnist": {"data.val_size": _MNIST_SPLIT},
-    "mnist_segmentation": {"data.val_size": _MNIST_SPLIT},
-    "imagenet_synthetic": {"data.val_size": _COUNT, "data.train_size": _COUNT},
-}
-
-
-def _check_together(cfg: DictConfig) -> None:
-    """Values each valid alone that contradict each other."""
-    min_epochs = OmegaConf.select(cfg, "trainer.min_epochs", default=None)
-    max_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
-    if _is_int(min_epochs) and _is_int(max_epochs) and min_epochs > max_epochs:
-        raise ConfigError(
-            f"trainer.min_epochs={min_epochs} is more than trainer.max_epochs={max_epochs}"
-        )
-
-
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for missing (???) values and for impossible values of common keys."""
+    """Raise ConfigError for missing (???) values and for impossible Trainer arguments, the
+    checks every entry point shares; each group's own schema checks the rest
+    (``zoo.training.run.check_config``, ``zoo.evaluation.run.check_options``)."""
     # The hydra node (present when composed with return_hydra_config) is Hydra's business.
     missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra."))
     if missing:
         raise ConfigError(
             f"missing value(s) for {', '.join(missing)}: set them on the command line"
         )
-    dataset = OmegaConf.select(cfg, "data.name", default=None)
-    rules = {**RULES, **DATASET_RULES.get(dataset, {})}
-    for key, (valid, description) in rules.items():
-        node = OmegaConf.select(cfg, key, default="__absent__")
-        if isinstance(node, str) and node == "__absent__":
-            continue
-        if not valid(node):
-            raise ConfigError(f"{key} must be {description}, got {node!r}")
-    _check_together(cfg)
+    if cfg.get("trainer") is not None:
+        TrainerConfig.parse_own(cfg.trainer, "trainer")
 
 
 def to_plain(cfg: DictConfig | ListConfig | Any) -> Any:
@@ -175,8 +79,9 @@ def compose_config(
     overrides: list[str], output_dir: Path, config_name: str = "train"
 ) -> DictConfig:
     """Compose configs/<config_name>.yaml with overrides, as the command line would, for a run
-    writing into ``output_dir``, outside ``@hydra.main`` (the tests, zoo.tools.step_profile)."""
+    writing into ``output_dir``, outside ``@hydra.main`` (the tests, benchmarks/step_profile.py)."""
     GlobalHydra.instance().clear()
+    register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     # ${hydra:runtime.output_dir} is only set by a real Hydra run: stand in for it.

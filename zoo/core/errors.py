@@ -3,40 +3,13 @@ as Hydra does for its own."""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-
-# Lightning 2.6 still calls a torch pytree API that torch 2.10+ deprecates, once per run: noise
-# for our users, nothing they can act on.
-warnings.filterwarnings(
-    "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=Warning
-)
-# The task modules log each epoch's mean training loss (train/loss_epoch) whatever the interval.
-warnings.filterwarnings(
-    "ignore", message=r"The number of training batches \(\d+\) is smaller than the logging"
-)
-
-
-class _LightningNoise(logging.Filter):
-    """Drops what Lightning prints at every run that says nothing about it: the "💡 Tip:" lines
-    advertising its cloud services, and that our configs' model summary replaces its default."""
-
-    NOISE = ("💡 Tip:", "Trainer already configured with model summary callbacks")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.NOISE)
-
-
-# Lightning logs its rank-zero messages through one of these, depending on the import order.
-for _name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
-    logging.getLogger(_name).addFilter(_LightningNoise())
 
 
 class ZooError(Exception):

@@ -107,8 +107,8 @@ def evaluation_share(
 
 
 class ResumableTrainingOrder:
-    """Mixin for the zoo's LightningDataModules (``splits["train"]``, ``hparams.batch_size``):
-    the run's training order, found by zoo.training.resume as ``train_sampler``."""
+    """Mixin for the zoo's datamodules (``splits["train"]``, ``hparams.batch_size``): the run's
+    training order, kept as ``ZooDataModule.train_sampler``, where zoo.training.resume finds it."""
 
     train_sampler: ResumableBatchSampler | None = None
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
@@ -26,6 +25,10 @@ from zoo import data
 from zoo.core.config import CONFIG_DIR, instantiate_group, to_plain, validate
 from zoo.core.errors import ConfigError
 from zoo.core.plots import log_figure
+from zoo.core.schema import Schema, option
+from zoo.core.trainer import build_trainer
+from zoo.data.base import ZooDataModule
+from zoo.data.images import MAX_IMAGE_PIXELS
 from zoo.evaluation import visualize
 from zoo.evaluation.attacks import (
     attack_tables,
@@ -46,7 +49,7 @@ from zoo.evaluation.reports import (
     WorstSamples,
     metric_values,
 )
-from zoo.tasks.build import build_datamodule, follow_weights, image_size
+from zoo.tasks.build import MAX_IMAGE_SIZE, build_datamodule, follow_weights, image_size
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +57,27 @@ SPLITS = ("test", "val", "train")
 EXPORTS = ("onnx",)
 
 
+@dataclass
+class EvaluateSettings(Schema):
+    """The keys of configs/evaluate.yaml outside the groups."""
+
+    command: str = "evaluate"
+    ckpt_path: str | None = None
+    split: str = option("test", choices=SPLITS)
+    worst_images: int = option(16, ge=0)
+    predict: Any = None  # a path or a list of them (zoo.evaluation.predict checks them)
+    top_k: int = option(5, ge=1)
+    max_image_pixels: int = option(MAX_IMAGE_PIXELS, ge=1)
+    max_image_size: int = option(MAX_IMAGE_SIZE, ge=1)
+    visualize: Any = None  # method names (zoo.evaluation.visualize.requested checks them)
+    export: str | None = option(None, choices=(None, *EXPORTS), what="one of onnx")
+
+
 def check_options(cfg: DictConfig) -> None:
     """ConfigError for impossible evaluate.py options, before the checkpoint is read."""
     check_source(cfg)  # ckpt_path= or model= with model.weights= (and data=)
     validate(cfg)
-    if cfg.split not in SPLITS:
-        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
-    for key, low in (
-        ("worst_images", 0),
-        ("top_k", 1),
-        ("max_image_pixels", 1),
-        ("max_image_size", 1),
-    ):
-        value = cfg.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
+    EvaluateSettings.parse_own(cfg)
     visualize.requested(cfg)  # the method names, before the checkpoint is read
     if cfg.get("export") is not None and cfg.export not in EXPORTS:
         raise ConfigError(f"export must be one of {', '.join(EXPORTS)}, got {cfg.export!r}")
@@ -91,7 +100,9 @@ def local_paths(name: str, paths: DictConfig) -> dict[str, Any]:
 
 def resolve_data(cfg: DictConfig, checkpoint: Checkpoint) -> dict[str, Any]:
     """The data config to evaluate on: the checkpoint's own, with this machine's paths and any
-    ``data.key=value``; or, with ``data=<name>``, that dataset's config."""
+    ``data.key=value``; or, with ``data=<name>``, that dataset's config. Checked against the
+    dataset's schema (``zoo.data.parse``); of the checkpoint's, the keys that the schema no
+    longer has are left out (``zoo.data.restore``: a checkpoint of an older zoo)."""
     stored = checkpoint.data
     override = to_plain(cfg.get("data")) or {}
     if "name" in override:
@@ -106,7 +117,7 @@ def resolve_data(cfg: DictConfig, checkpoint: Checkpoint) -> dict[str, Any]:
                 f"{cfg.ckpt_path} does not say which dataset it was trained on: name one with "
                 f"data=<{'|'.join(data.available())}>"
             )
-        spec = {**stored, **local_paths(str(name), cfg.paths)}
+        spec = {**data.restore(stored), **local_paths(str(name), cfg.paths)}
         spec.update({key: value for key, value in override.items() if value is not None})
     if spec["name"] not in data.available():
         raise ConfigError(
@@ -115,6 +126,7 @@ def resolve_data(cfg: DictConfig, checkpoint: Checkpoint) -> dict[str, Any]:
         )
     model = checkpoint.model
     spec["image_size"] = image_size(model, spec.get("image_size"), cfg.get("max_image_size"))
+    spec = data.parse(spec).to_dict()
     classes = spec.get("num_classes")
     if classes is not None and classes != model.num_classes:
         raise ConfigError(
@@ -126,23 +138,21 @@ def resolve_data(cfg: DictConfig, checkpoint: Checkpoint) -> dict[str, Any]:
     return spec
 
 
-def build_trainer(
+def evaluation_trainer(
     cfg: DictConfig,
     loggers: list[Logger],
     inference_mode: bool,
     callbacks: Sequence[pl.Callback] = (),
 ) -> pl.Trainer:
-    try:
-        trainer = instantiate(
-            cfg.trainer,
-            logger=loggers or False,
-            callbacks=list(callbacks),
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            inference_mode=inference_mode,
-        )
-    except InstantiationException as err:
-        raise ConfigError(f"trainer: {err.__cause__ or err}") from err
+    """The trainer group's Trainer, for one pass over a split: no checkpoints, no summary."""
+    trainer = build_trainer(
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=list(callbacks),
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        inference_mode=inference_mode,
+    )
     if trainer.num_devices * trainer.num_nodes != 1:
         # The worst-image grid and throughput are per process; metrics would need a gather.
         raise ConfigError("evaluate.py runs on one device: set trainer.devices=1")
@@ -222,7 +232,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             files, batch = read_images(
                 to_plain(cfg.predict), datamodule, model.in_channels, cfg.max_image_pixels
             )
-            trainer = build_trainer(cfg, [], inference_mode=True)
+            trainer = evaluation_trainer(cfg, [], inference_mode=True)
             loader = DataLoader(TensorDataset(batch), batch_size=256)
             probabilities = torch.cat(trainer.predict(module, dataloaders=loader))
             names = module.names(datamodule)
@@ -244,7 +254,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         mean, std = pixel_normalization(datamodule, model.in_channels)
         reports.append(build_attack(attack, mean, std, model.num_classes, output_dir))
     loggers = instantiate_group(cfg.get("logger"))
-    trainer = build_trainer(cfg, loggers, inference_mode=not attack, callbacks=reports)
+    trainer = evaluation_trainer(cfg, loggers, inference_mode=not attack, callbacks=reports)
     use_split(datamodule, cfg.split)
     [results] = trainer.test(module, datamodule=datamodule, verbose=False)
     names = module.names(datamodule)
@@ -259,14 +269,11 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 
 def read_images(
-    targets: str | Sequence[str], datamodule: Any, channels: int, max_pixels: int
+    targets: str | Sequence[str], datamodule: ZooDataModule, channels: int, max_pixels: int
 ) -> tuple[list[Path], torch.Tensor]:
     """The image files named, and the batch they make, preprocessed as the training data was."""
-    preprocess = getattr(datamodule, "preprocess_images", None)
-    if preprocess is None:
-        raise ConfigError(f"predict: {type(datamodule).__name__} cannot preprocess image files yet")
     files = find_images(targets)
-    return files, preprocess(load_images(files, channels, max_pixels))
+    return files, datamodule.preprocess_images(load_images(files, channels, max_pixels))
 
 
 def print_predictions(predictions: Sequence[Mapping[str, Any]]) -> None:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from zoo.core.registry import Registry
+from zoo.models import alexnet, googlenet, lenet, resnet, unet, vgg
 from zoo.models.base import InputSpec, ZooModel
+from zoo.models.registry import MODELS, register_model
 from zoo.models.weights import Pretrained, load_pretrained
 from zoo.models.weights import resolve as resolve_weights
 
-MODELS: Registry[ZooModel] = Registry("model")
-register_model = MODELS.register
+# The family modules, whose import registers their variants in MODELS.
+FAMILIES = (alexnet, googlenet, lenet, resnet, unet, vgg)
 
 
 def available() -> list[str]:
@@ -66,9 +67,6 @@ def input_spec(name: str, weights: object = None, **kwargs: object) -> InputSpec
         raise TypeError(f"model {name!r} is registered as {model_cls!r}, not a ZooModel class")
     return model_cls.input_spec_for(**arguments)
 
-
-# Importing the families fills the registry.
-from zoo.models import alexnet, googlenet, lenet, resnet, unet, vgg  # noqa: E402, F401
 
 __all__ = [
     "InputSpec",

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.models import register_model
 from zoo.models.base import InputSpec, ZooModel
+from zoo.models.registry import register_model
 
 # The normalisation torchvision's GoogLeNet weights expect their inputs to have had.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

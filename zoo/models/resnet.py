@@ -28,8 +28,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from zoo.models import register_model
 from zoo.models.base import InputSpec, ZooModel
+from zoo.models.registry import register_model
 
 
 def shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Sequential | None:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.models import register_model
 from zoo.models.base import InputSpec, ZooModel, check_positive
+from zoo.models.registry import register_model
 
 
 class DoubleConv(nn.Sequential):

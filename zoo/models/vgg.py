@@ -28,8 +28,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from zoo.models import register_model
 from zoo.models.base import InputSpec, ZooModel
+from zoo.models.registry import register_model
 
 # Table 1: output channels of each 3x3 convolution, "M" for a 2x2 max pool.
 CONFIGS: dict[str, list[int | str]] = {

@@ -49,7 +49,9 @@ from zoo.core.errors import ConfigError
 from zoo.core.files import file_digest
 from zoo.core.registry import Registry
 from zoo.models.base import ZooModel
+from zoo.models.checkpoint import is_checkpoint, parse_checkpoint
 from zoo.models.loading import WeightsError, check_values, load_weights, safe_load
+from zoo.models.registry import MODELS
 
 log = logging.getLogger(__name__)
 
@@ -311,16 +313,13 @@ def verify(pretrained: Pretrained, path: Path) -> None:
 
 def read_state_dict(pretrained: Pretrained) -> dict[str, torch.Tensor]:
     """The file's tensors, fetched, verified and read weights-only. A zoo (Lightning)
-    checkpoint is accepted too: its ``model.*`` weights are the network's."""
+    checkpoint is accepted too, checked as evaluate.py checks one (zoo.models.checkpoint): its
+    network's weights are the file's."""
     path = fetch(pretrained)
     verify(pretrained, path)
     raw = safe_load(path, "weights file")
-    if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
-        raw = {
-            key.removeprefix("model."): value
-            for key, value in raw["state_dict"].items()
-            if isinstance(key, str) and key.startswith("model.")
-        }
+    if is_checkpoint(raw):
+        return parse_checkpoint(raw, path).weights
     if not isinstance(raw, Mapping) or not raw:
         raise WeightsError(f"{path} holds a {type(raw).__name__}, not a state_dict of weights")
     bad = [key for key, value in raw.items() if not isinstance(value, torch.Tensor)]
@@ -416,8 +415,6 @@ def load_pretrained(model: ZooModel, pretrained: Pretrained) -> list[str]:
 
 def published() -> list[Pretrained]:
     """Every set of torchvision weights the zoo's models take, for the docs' table."""
-    from zoo.models import MODELS  # the registry imports this module's users, not this module
-
     rows = []
     for name in TORCHVISION_SHAPED:
         arguments = {"variant": "torchvision"} if name == "alexnet" else {}

@@ -18,16 +18,63 @@ requires requests~=2.25.1), where training needs the attack inside its own step.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
+
+from zoo.core.errors import ConfigError
+from zoo.core.schema import Schema, option
+from zoo.data.base import ZooDataModule
 
 NORMS = ("linf", "l2")
 # Madry et al.'s step: 2.5 * eps / steps reaches the ball's boundary from anywhere inside.
 STEP_SIZE_FACTOR = 2.5
+METHODS = ("fgsm", "pgd")
+
+
+@dataclass
+class PGDSettings(Schema):
+    """What projected gradient descent takes besides its budget: the one schema of these keys,
+    which adversarial training (``task.adversarial``, :class:`AdversarialOptions`) and the
+    evaluation attack (configs/attack/pgd.yaml, ``zoo.evaluation.attacks``) both extend. Their
+    budgets differ: one eps in training, a list of them in the attack's sweep."""
+
+    # Madry et al. train with PGD-7 (the attack's config tests with 20).
+    steps: int = option(7, ge=1)
+    step_size: float | None = option(
+        None, gt=0, what="a number > 0, or null (pgd: 2.5 * eps / steps)"
+    )
+    norm: str = option("linf", choices=NORMS)
+    # From a uniformly random point of the eps-ball, else from the image itself.
+    random_start: bool = True
+
+
+@dataclass
+class AdversarialOptions(PGDSettings):
+    """``task.adversarial``: adversarial training of classifiers, off while ``method`` is null.
+
+    The loss is ``alpha * J(x) + (1 - alpha) * J(x_adv)`` (Goodfellow et al. 2015), x_adv made
+    afresh each step by ``method`` within ``eps`` (pixel units). ``val/robust_acc`` is the
+    accuracy under PGD with ``val_steps`` steps at the same eps, on the first ``val_batches``
+    validation batches (null: all of them)."""
+
+    method: str | None = option(None, choices=(None, *METHODS), what="null (off) or fgsm, pgd")
+    eps: float = option(0.1, ge=0, le=1, what="a number in [0, 1] (pixel units)")
+    alpha: float = option(0.5, ge=0, le=1)
+    val_steps: int = option(10, ge=1)
+    val_batches: int | None = option(None, ge=1, what="an integer >= 1, or null (all of them)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.method is not None
+
+    def check(self, key: str) -> None:
+        if self.method == "fgsm" and self.norm != "linf":
+            raise ConfigError(f"{key}.method=fgsm is an L-infinity attack: use pgd for L2")
+
 
 Model = Callable[[torch.Tensor], Any]
 
@@ -35,14 +82,19 @@ Model = Callable[[torch.Tensor], Any]
 def pixel_normalization(
     datamodule: pl.LightningDataModule | None, channels: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std), each (1, C, 1, 1), of the ``v2.Normalize`` that ends the datamodule's batch
-    transform (``transform`` for MNIST, ``normalize`` for ImageNet); none: mean 0, std 1."""
-    steps: list[Any] = []
-    for name in ("transform", "normalize"):
-        transform = getattr(datamodule, name, None)
-        steps += getattr(transform, "transforms", [transform])
-    norms = [step for step in steps if isinstance(step, v2.Normalize)]
-    mean, std = (norms[-1].mean, norms[-1].std) if norms else ([0.0], [1.0])
+    """(mean, std), each (1, C, 1, 1): the datamodule's normalisation in pixel units
+    (``ZooDataModule.normalization``). None, a module used without data (called on its own):
+    its inputs are taken as pixels, mean 0 and std 1. TypeError for any other datamodule, whose
+    pixel space is unknown."""
+    if datamodule is None:
+        mean, std = (0.0,), (1.0,)
+    elif isinstance(datamodule, ZooDataModule):
+        mean, std = datamodule.normalization()
+    else:
+        raise TypeError(
+            f"attacks work in pixel space, which only a zoo datamodule (zoo.data.ZooDataModule) "
+            f"states; {type(datamodule).__name__} is not one"
+        )
 
     def shaped(values: Sequence[float]) -> torch.Tensor:
         return torch.as_tensor(values, dtype=torch.float32).expand(channels).view(1, -1, 1, 1)
@@ -168,50 +220,38 @@ def pgd(
     return images + (adversarial - pixels) / std
 
 
-METHODS = ("fgsm", "pgd")
 # Wong, Rice & Kolter (2020): FGSM from a random start steps by 1.25 * eps.
 RANDOM_START_FGSM_STEP = 1.25
 
 
 class Perturbation:
-    """One attack's settings, checked once, applied to a batch: adversarial training's.
+    """One attack's settings applied to a batch: adversarial training's (``fgsm`` or ``pgd``,
+    checked by their schema, :class:`AdversarialOptions`).
 
     ``fgsm``: one signed step of ``step_size`` (default ``eps``, or ``1.25 * eps`` from a random
     start, Wong et al. 2020's fast adversarial training); ``pgd``: ``steps`` steps (default step
-    ``2.5 * eps / steps``), L-infinity or L2. ValueErrors name the ``task.adversarial_*`` keys."""
+    ``2.5 * eps / steps``), L-infinity or L2."""
 
-    def __init__(
-        self,
-        method: str,
-        eps: float,
-        steps: int = 7,
-        step_size: float | None = None,
-        norm: str = "linf",
-        start: bool = True,
-        prefix: str = "task.adversarial",
-    ) -> None:
-        def number(value: Any) -> bool:
-            return isinstance(value, int | float) and not isinstance(value, bool)
-
-        if method not in METHODS:
-            raise ValueError(
-                f"{prefix} must be null or one of {', '.join(METHODS)}, got {method!r}"
-            )
-        if not number(eps) or not 0 <= eps <= 1:
-            raise ValueError(f"{prefix}_eps must be a number in [0, 1] (pixel units), got {eps!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"{prefix}_steps must be an integer >= 1, got {steps!r}")
-        if step_size is not None and (not number(step_size) or step_size <= 0):
-            raise ValueError(f"{prefix}_step_size must be a number > 0 or null, got {step_size!r}")
-        if norm not in NORMS:
-            raise ValueError(f"{prefix}_norm must be one of {', '.join(NORMS)}, got {norm!r}")
-        if method == "fgsm" and norm != "linf":
-            raise ValueError(f"{prefix}=fgsm is an L-infinity attack: use pgd for L2")
-        self.method, self.eps, self.norm, self.start = method, float(eps), norm, bool(start)
-        self.steps = 1 if method == "fgsm" else steps
+    def __init__(self, method: str, eps: float, settings: PGDSettings) -> None:
+        self.method, self.eps = method, float(eps)
+        self.norm, self.start = settings.norm, bool(settings.random_start)
+        self.steps = 1 if method == "fgsm" else settings.steps
+        step_size = settings.step_size
         if step_size is None and method == "fgsm":
-            step_size = eps * (RANDOM_START_FGSM_STEP if start else 1.0)
+            step_size = eps * (RANDOM_START_FGSM_STEP if self.start else 1.0)
         self.step_size = None if step_size is None else float(step_size)
+
+    @classmethod
+    def training(cls, options: AdversarialOptions) -> Perturbation:
+        """The attack that adversarial training makes its examples with."""
+        assert options.method is not None, "adversarial training is off"
+        return cls(options.method, options.eps, options)
+
+    @classmethod
+    def validation(cls, options: AdversarialOptions) -> Perturbation:
+        """The PGD that ``val/robust_acc`` is measured under: ``val_steps`` steps at the same
+        eps and norm, from a random start."""
+        return cls("pgd", options.eps, PGDSettings(steps=options.val_steps, norm=options.norm))
 
     def __call__(
         self,

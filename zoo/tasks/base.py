@@ -1,24 +1,30 @@
-"""What the zoo's LightningModules share: the constructor, the network from the registry,
-channels_last and compile, the metric triple, figures, the optimizer and schedule, and the FLOPs
-Lightning's ThroughputMonitor turns into MFU."""
+"""What the zoo's LightningModules share: the constructor, the options every task takes (the
+schema of configs/task/<task>.yaml's shared keys), the network from the registry, channels_last
+and compile, the metric triple, figures, the optimizer and schedule, and the FLOPs Lightning's
+ThroughputMonitor turns into MFU."""
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.throughput import measure_flops
 from matplotlib.figure import Figure
+from omegaconf import OmegaConf
 from torchmetrics import MeanMetric, MetricCollection
 
 from zoo import models
 from zoo.core.errors import ConfigError
+from zoo.core.lightning import attached_trainer, should_update_logs
 from zoo.core.plots import log_figure
+from zoo.core.schema import Schema, option
+from zoo.data.base import ZooDataModule
 from zoo.tasks import finetune
+from zoo.tasks.finetune import FinetuneOptions
 from zoo.tasks.optim import build_optimizer, build_scheduler, parameter_groups
 
 log = logging.getLogger(__name__)
@@ -26,6 +32,104 @@ log = logging.getLogger(__name__)
 # torch.compile's modes; reduce-overhead replays CUDA graphs, which takes the launch overhead out
 # of a small model's step on a GPU.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+# The flat ``task:`` block of train.yaml before the task config group, which the checkpoints of
+# that time hold as flat hyper-parameters: each key that moved into a block, and where it lives
+# now. The other flat keys (label_smoothing, loss, ...) kept their names.
+MOVED_KEYS: dict[str, str] = {
+    "freeze": "finetune.freeze",
+    "backbone_lr_scale": "finetune.backbone_lr_scale",
+    "norm_weight_decay": "finetune.norm_weight_decay",
+    "adversarial": "adversarial.method",
+    **{
+        f"adversarial_{key}": f"adversarial.{key}"
+        for key in (
+            "eps",
+            "steps",
+            "step_size",
+            "norm",
+            "random_start",
+            "alpha",
+            "val_steps",
+            "val_batches",
+        )
+    },
+    **{
+        key: f"mixing.{key}" for key in ("mixup_alpha", "mixup_prob", "cutmix_alpha", "cutmix_prob")
+    },
+}
+
+
+def nest_flat_options(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Task options in the old flat layout (``adversarial_eps``, ``freeze``, ...) in the nested
+    one (``adversarial.eps``, ``finetune.freeze``, ...); the keys that did not move are kept as
+    they are, for the schema to check."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        block, _, name = MOVED_KEYS.get(key, "").partition(".")
+        if block:
+            nested.setdefault(block, {})[name] = value
+        else:
+            nested[key] = value
+    return nested
+
+
+def _field_names(schema: type[Schema]) -> list[str]:
+    return [field.name for field in dataclasses.fields(schema)]
+
+
+@dataclasses.dataclass
+class TaskOptions(Schema):
+    """The options every task module takes: configs/task/<task>.yaml, the ``task`` group that
+    each model's config picks (configs/model/<name>.yaml), checked against the schema of its
+    task module (``ZooTask.options_type``), which extends this one with the task's own keys and
+    blocks. A key of another task's module is refused, in one line naming that task."""
+
+    label_smoothing: float = option(0.0, ge=0, lt=1)
+    channels_last: bool = False
+    # true: torch.compile the network; or a mode: reduce-overhead (CUDA graphs: what a small
+    # model's step loses to kernel launches on a GPU), max-autotune, ...
+    compile: bool | str = option(
+        False,
+        valid=lambda mode: mode in (False, True, *COMPILE_MODES),
+        what=f"true, false or a torch.compile mode ({', '.join(COMPILE_MODES)})",
+    )
+    # Images drawn with their predictions in each validation's figure (0: none).
+    log_images: int = option(16, ge=0)
+    finetune: FinetuneOptions = option(default_factory=FinetuneOptions)
+
+    @classmethod
+    def parse(cls, node: Any, key: str) -> TaskOptions:
+        """As :meth:`Schema.parse`; a key of the old flat layout (``task.freeze``,
+        ``task.adversarial=pgd``) is refused naming where it lives now."""
+        values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        if isinstance(values, Mapping):
+            for old, value in values.items():
+                moved = MOVED_KEYS.get(old)
+                if moved is not None and not isinstance(value, Mapping):
+                    shown = "null" if value is None else value
+                    raise ConfigError(f"{key}.{old}={shown} is now {key}.{moved}={shown}")
+        return super().parse(node, key)
+
+    @classmethod
+    def unknown_key_message(cls, key: str, relative: str) -> str:
+        """A key of another task's module names that task; one of no task says so."""
+        from zoo.tasks import TASKS  # the registry of task modules imports this module
+
+        name = relative.split(".", 1)[0]
+        own = _field_names(cls)
+        if name in own:  # a key inside one of this task's blocks: the block's own message
+            return super().unknown_key_message(key, relative)
+        mine = next((task for task, module in TASKS.items() if module.options_type is cls), None)
+        listing = f"the {mine} task's options: {', '.join(own)}"
+        takers = [
+            task for task, module in TASKS.items() if name in _field_names(module.options_type)
+        ]
+        if not takers:
+            return f"{key}.{name} is not an option of any task ({listing})"
+        return (
+            f"{key}.{name} is an option of {takers[0]} models; this is a {mine} model ({listing})"
+        )
 
 
 def count_flops(spec: Mapping[str, Any], input_shape: torch.Size, training: bool) -> int:
@@ -57,41 +161,46 @@ class ZooTask(pl.LightningModule):
     rebuild the module through the registry alone. ``data`` is the run's plain data config, kept
     in the checkpoint so that evaluation can rebuild the same dataset and preprocessing.
 
-    Subclasses set ``task`` (the models' ``task`` they accept), implement ``metrics`` and the
-    steps, take their own options as keyword arguments and pass the shared ones on
-    (``**shared``) to ``super().__init__``, whose ``save_hyperparameters()`` records both.
-    ``options()`` lists them all.
+    Subclasses set ``task`` (the models' ``task`` they accept) and ``options_type`` (the schema
+    of their options, a :class:`TaskOptions`), and implement ``metrics`` and the steps. The
+    options arrive checked (``options_type.parse``, as ``zoo.tasks.build`` does); the
+    checkpoint's hyper-parameters hold them as plain data (``options.to_dict()``), beside the
+    model, optimizer, scheduler and data configs.
     """
 
     task: ClassVar[str]
+    options_type: ClassVar[type[TaskOptions]]
+    options: TaskOptions
 
     def __init__(
         self,
         model: Mapping[str, Any],
         optimizer: Mapping[str, Any],
         scheduler: Mapping[str, Any] | None = None,
-        label_smoothing: float = 0.0,
-        channels_last: bool = False,
-        compile: bool | str = False,
-        class_names: Sequence[str] | None = None,
-        log_images: int = 16,
         data: Mapping[str, Any] | None = None,
-        freeze: str = "none",
-        backbone_lr_scale: float = 1.0,
-        norm_weight_decay: float | None = None,
+        options: TaskOptions | None = None,
     ) -> None:
         super().__init__()
-        # Lightning collects the arguments of every __init__ up the call chain: the subclass's too.
-        self.save_hyperparameters()
-        number = isinstance(label_smoothing, int | float) and not isinstance(label_smoothing, bool)
-        if not number or not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(
-                f"task.label_smoothing must be a number in [0, 1), got {label_smoothing!r}"
+        options = self.options_type() if options is None else options
+        if not isinstance(options, self.options_type):
+            raise TypeError(
+                f"{type(self).__name__} takes {self.options_type.__name__}, got "
+                f"{type(options).__name__}"
             )
-        finetune.check_options(freeze, backbone_lr_scale, norm_weight_decay)
+        self.options = options
+        # Plain data only: checkpoints are read weights-only (zoo.models.checkpoint).
+        self.save_hyperparameters(
+            {
+                "model": dict(model),
+                "optimizer": dict(optimizer),
+                "scheduler": dict(scheduler) if scheduler else None,
+                "data": dict(data) if data is not None else None,
+                "options": options.to_dict(),
+            }
+        )
         self.build_network()
         num_classes = self.model.num_classes
-        names = class_names or (data or {}).get("class_names")
+        names = (data or {}).get("class_names")
         categories = self.pretrained.categories if self.pretrained is not None else None
         if not names and categories and len(categories) == num_classes:
             names = categories  # torchvision's weights, head kept: ImageNet's class names
@@ -111,27 +220,19 @@ class ZooTask(pl.LightningModule):
         self.val_mean_loss = MeanMetric(nan_strategy="disable")
         self.test_mean_loss = MeanMetric(nan_strategy="disable")
 
-    @classmethod
-    def options(cls) -> set[str]:
-        """Every constructor argument: the shared ones and the subclass's own."""
-        shown = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        return {
-            parameter.name
-            for klass in (ZooTask, cls)
-            for parameter in inspect.signature(klass.__init__).parameters.values()
-            if parameter.kind in shown and parameter.name != "self"
-        }
-
     def metrics(self, num_classes: int) -> MetricCollection:
         """The metrics every split logs, under ``{split}/``."""
         raise NotImplementedError
 
     def names(self, datamodule: pl.LightningDataModule | None = None) -> list[str]:
-        """The class names: the run's, else the datamodule's (ImageNet subsets know theirs only
-        once set up; default: the trainer's), else the class indices."""
-        if datamodule is None and self._trainer is not None:
-            datamodule = self._trainer.datamodule
-        for names in (self.class_names, getattr(datamodule, "class_names", None)):
+        """The class names: the run's, else the zoo datamodule's (``ZooDataModule.class_names``:
+        ImageNet subsets know theirs only once set up; default: the trainer's), else the class
+        indices."""
+        trainer = attached_trainer(self)
+        if datamodule is None and trainer is not None:
+            datamodule = trainer.datamodule
+        known = datamodule.class_names if isinstance(datamodule, ZooDataModule) else None
+        for names in (self.class_names, known):
             if names and len(names) == self.model.num_classes:
                 return [str(name) for name in names]
         return [str(i) for i in range(self.model.num_classes)]
@@ -149,10 +250,10 @@ class ZooTask(pl.LightningModule):
         ``trainer.log_every_n_steps`` steps, at the last one, and at every step of a
         ``fast_dev_run``. Lightning's own test, the one its LearningRateMonitor and
         ThroughputMonitor use. False without a Trainer (a module called on its own)."""
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if trainer is None:
             return False
-        return bool(trainer.fast_dev_run) or trainer._logger_connector.should_update_logs
+        return bool(trainer.fast_dev_run) or should_update_logs(trainer)
 
     def log_split(
         self, split: str, loss: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor
@@ -199,7 +300,7 @@ class ZooTask(pl.LightningModule):
     def wants_figures(self) -> bool:
         """Figures once per validation, from rank 0, not during the sanity check."""
         return (
-            self.hparams.log_images > 0
+            self.options.log_images > 0
             and not self.trainer.sanity_checking
             and self.trainer.is_global_zero
         )
@@ -216,34 +317,32 @@ class ZooTask(pl.LightningModule):
             # (its state_dict holds them), so evaluating it needs no weights file.
             self.hparams.model = {"name": name, **spec}
         self.model = models.build(name, weights=self.pretrained, **spec)
-        # BatchNorm layers task.freeze keeps in eval mode, whatever train() says (see train).
-        self._frozen_norms = finetune.freeze(self.model, self.hparams.freeze)
+        # BatchNorm layers task.finetune.freeze keeps in eval mode, whatever train() says.
+        freeze = self.options.finetune.freeze
+        self._frozen_norms = finetune.freeze(self.model, freeze)
         for module in self._frozen_norms:
             module.eval()
-        if self.hparams.freeze == "backbone" and self.pretrained is None:
-            log.warning("task.freeze=backbone without model.weights: the backbone stays random")
+        if freeze == "backbone" and self.pretrained is None:
+            log.warning(
+                "task.finetune.freeze=backbone without model.weights: the backbone stays random"
+            )
         if self.model.task != self.task:
             raise ValueError(
                 f"model {name!r} is a {self.model.task} network; "
                 f"{type(self).__name__} needs a {self.task} network"
             )
-        if self.hparams.channels_last:
+        if self.options.channels_last:
             self.model.to(memory_format=torch.channels_last)
         # Kept out of the module tree so that state_dict keys never gain "_orig_mod.".
         self._compiled = []
-        mode = self.hparams.compile
-        if mode not in (False, True, *COMPILE_MODES):
-            raise ValueError(
-                "task.compile must be true, false or a torch.compile mode "
-                f"({', '.join(COMPILE_MODES)}), got {mode!r}"
-            )
+        mode = self.options.compile
         if mode:
             self._compiled = [torch.compile(self.model, mode=None if mode is True else mode)]
         self._resumed_scheduler_states: list[dict[str, Any]] = []
         self._flops: dict[bool, int] = {}
 
     def forward(self, images: torch.Tensor) -> Any:
-        if self.hparams.channels_last:
+        if self.options.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return (self._compiled[0] if self._compiled else self.model)(images)
 
@@ -265,7 +364,7 @@ class ZooTask(pl.LightningModule):
 
     def train(self, mode: bool = True) -> ZooTask:
         """Lightning puts the module into train mode at every epoch's start: the BatchNorm
-        layers task.freeze froze go back to eval mode, so their statistics never change."""
+        layers task.finetune.freeze froze go back to eval mode, so their statistics never change."""
         super().train(mode)
         for module in getattr(self, "_frozen_norms", ()):
             module.eval()
@@ -284,8 +383,8 @@ class ZooTask(pl.LightningModule):
         groups = parameter_groups(
             self.model,
             finetune.heads(self.model),
-            self.hparams.backbone_lr_scale,
-            self.hparams.norm_weight_decay,
+            self.options.finetune.backbone_lr_scale,
+            self.options.finetune.norm_weight_decay,
         )
         optimizer = build_optimizer(groups, self.hparams.optimizer)
         trainer = self.trainer

@@ -3,55 +3,21 @@ the task module, the image size the model takes, the datamodule."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Mapping
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
 from zoo import data, models
 from zoo.core.config import to_plain
-from zoo.core.errors import ConfigError
-from zoo.tasks import TASKS, task_class
-from zoo.tasks.base import ZooTask
-from zoo.tasks.mixing import refuse_for_segmentation
+from zoo.core.errors import ConfigError, ZooError
+from zoo.models import config as model_config
+from zoo.tasks import task_class
+from zoo.tasks.base import ZooTask, nest_flat_options
 
 log = logging.getLogger(__name__)
-
-
-def task_options(options: Mapping[str, Any], module_cls: type[ZooTask]) -> dict[str, Any]:
-    """The keys of the ``task:`` block that ``module_cls`` takes.
-
-    The block holds the options of every task (label_smoothing, aux_loss_weight for
-    classification; loss, dice_weight for segmentation); each module takes its own. A key that
-    no task takes is a mistake.
-    """
-    unknown = sorted(set(options) - set().union(*(cls.options() for cls in TASKS.values())))
-    if unknown:
-        raise ConfigError(f"task.{unknown[0]} is not an option of any task ({sorted(TASKS)})")
-    mine = module_cls.options()
-    for key, value in options.items():
-        others = [cls for cls in TASKS.values() if key in cls.options() and key not in mine]
-        default = _default(others[0], key) if others else None
-        if others and value != default:
-            # Set for another task's model, it would be dropped without a word.
-            shown = "null" if default is None else repr(default)
-            raise ConfigError(
-                f"task.{key}={value!r} is an option of {others[0].task} models; "
-                f"{module_cls.__name__} takes no {key} (leave it at {shown})"
-            )
-    return {key: value for key, value in options.items() if key in mine}
-
-
-def _default(module_cls: type[ZooTask], option: str) -> Any:
-    for klass in module_cls.__mro__:
-        parameter = inspect.signature(klass.__init__).parameters.get(option)
-        if parameter is not None:
-            return parameter.default
-    return None
 
 
 # Far above the zoo's largest network (VGG-19, 144 M): a spec that asks for more is a typo or
@@ -107,24 +73,59 @@ def build_task(
         if model.get("num_classes") is None and data.get("num_classes") is not None:
             model = {**model, "num_classes": data["num_classes"]}
     module_cls = task_class(model.get("name"))
+    model_config.parse(model)  # the keys and types; the constructor checks the values
     check_model_size(model)
     check_pairing(model.get("name"), module_cls.task, (data or {}).get("name"))
+    checked = module_cls.options_type.parse(options, "task")
     try:
-        refuse_for_segmentation(options or {}, module_cls.task)
         return module_cls(
             model=dict(model),
             optimizer=dict(optimizer),
             scheduler=dict(scheduler) if scheduler else None,
             data=dict(data) if data is not None else None,
-            **task_options(options or {}, module_cls),
+            options=checked,
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err
 
 
+# The task modules' arguments, as their checkpoints' hyper-parameters hold them.
+TASK_ARGUMENTS = ("model", "optimizer", "scheduler", "data", "options")
+
+
+def task_arguments(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's hyper-parameters as its task module's arguments, the task options still
+    plain: as saved, or, from a checkpoint written before the task config group, translated from
+    the flat layout (:func:`translate_flat_hparams`). ConfigError for keys that are neither."""
+    arguments = dict(hparams) if "options" in hparams else translate_flat_hparams(hparams)
+    unknown = sorted(set(arguments) - set(TASK_ARGUMENTS))
+    if unknown:
+        raise ConfigError(
+            f"hyper-parameters {unknown} are not arguments of a task module: written by another "
+            "version of zoo?"
+        )
+    return arguments
+
+
+def translate_flat_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyper-parameters of a checkpoint written before the task config group, where the task
+    module took its options as flat keywords (``label_smoothing``, ``adversarial_eps``,
+    ``freeze``, ``mixup_alpha``, ``class_names``, ...), in today's layout: the model, optimizer,
+    scheduler and data configs as they were, the options nested as configs/task/ has them
+    (``nest_flat_options``), and ``class_names`` in the data config, where the module reads
+    them (the module preferred them to the data config's)."""
+    flat = dict(hparams)
+    arguments = {key: flat.pop(key, None) for key in ("model", "optimizer", "scheduler", "data")}
+    class_names = flat.pop("class_names", None)
+    if class_names:
+        arguments["data"] = {**(arguments["data"] or {}), "class_names": class_names}
+    arguments["options"] = nest_flat_options(flat)
+    return arguments
+
+
 def task_from_config(cfg: DictConfig) -> ZooTask:
     """:func:`build_task` from a composed train config's model, optimizer, scheduler, data and
-    task groups."""
+    task groups (``task``: configs/task/<the model's task>.yaml)."""
     return build_task(
         to_plain(cfg.model),
         to_plain(cfg.optimizer),
@@ -211,9 +212,11 @@ def follow_weights(module: ZooTask, spec: Mapping[str, Any]) -> dict[str, Any]:
     return overrides
 
 
-def build_datamodule(spec: Mapping[str, Any], **overrides: Any) -> pl.LightningDataModule:
+def build_datamodule(spec: Mapping[str, Any], **overrides: Any) -> data.ZooDataModule:
     """``zoo.data.build``, with impossible values as ConfigError naming the data config."""
     try:
         return data.build(spec, **overrides)
+    except ZooError:
+        raise  # the data config's schema, or the dataset, names what is wrong
     except ValueError as err:
         raise ConfigError(f"data: {err}") from err

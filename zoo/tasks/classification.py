@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -10,10 +11,12 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from zoo.core.lightning import attached_trainer
 from zoo.core.plots import labelled_grid, prediction_titles
-from zoo.tasks.adversarial import Perturbation, logits_of, pixel_normalization
-from zoo.tasks.base import ZooTask
-from zoo.tasks.mixing import BatchMixing
+from zoo.core.schema import option
+from zoo.tasks.adversarial import AdversarialOptions, Perturbation, logits_of, pixel_normalization
+from zoo.tasks.base import TaskOptions, ZooTask
+from zoo.tasks.mixing import BatchMixing, MixingOptions
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet (Szegedy 2015): auxiliary losses weighted by 0.3
 
@@ -64,6 +67,17 @@ def classification_loss(
     return loss, logits
 
 
+@dataclass
+class ClassificationOptions(TaskOptions):
+    """configs/task/classification.yaml: the shared options, GoogLeNet's auxiliary losses'
+    weight, and the ``adversarial`` (zoo.tasks.adversarial) and ``mixing`` (zoo.tasks.mixing)
+    blocks."""
+
+    aux_loss_weight: float = option(AUX_LOSS_WEIGHT, ge=0)
+    adversarial: AdversarialOptions = option(default_factory=AdversarialOptions)
+    mixing: MixingOptions = option(default_factory=MixingOptions)
+
+
 class ClassificationModule(ZooTask):
     """Cross-entropy (with optional label smoothing) over any registered classifier.
 
@@ -71,70 +85,32 @@ class ClassificationModule(ZooTask):
     ``test_step`` returns the logits, for the evaluation callbacks (zoo.evaluation.reports).
     Each validation epoch, TensorBoard gets ``val/predictions`` for ``log_images`` images.
 
-    Adversarial training (``adversarial``: fgsm or pgd, zoo.tasks.adversarial) minimises
-    Goodfellow et al.'s ``alpha * J(x) + (1 - alpha) * J(x_adv)``, the attack made afresh each
-    step in pixel units, and logs ``val/robust_acc``: accuracy under PGD with
-    ``adversarial_val_steps`` steps at the same eps, on the first ``adversarial_val_batches``
-    validation batches (null: all).
+    Adversarial training (``options.adversarial.method``: fgsm or pgd, zoo.tasks.adversarial)
+    minimises Goodfellow et al.'s ``alpha * J(x) + (1 - alpha) * J(x_adv)``, the attack made
+    afresh each step in pixel units, and logs ``val/robust_acc``: accuracy under PGD with
+    ``val_steps`` steps at the same eps, on the first ``val_batches`` validation batches (null:
+    all). ``options.mixing``: MixUp and CutMix of the training batches (zoo.tasks.mixing).
     """
 
     task = "classification"
+    options_type = ClassificationOptions
+    options: ClassificationOptions
 
     def __init__(
         self,
-        aux_loss_weight: float = AUX_LOSS_WEIGHT,
-        adversarial: str | None = None,
-        adversarial_eps: float = 0.1,
-        adversarial_steps: int = 7,
-        adversarial_step_size: float | None = None,
-        adversarial_norm: str = "linf",
-        adversarial_random_start: bool = True,
-        adversarial_alpha: float = 0.5,
-        adversarial_val_steps: int = 10,
-        adversarial_val_batches: int | None = None,
-        mixup_alpha: float = 0.0,
-        mixup_prob: float = 0.5,
-        cutmix_alpha: float = 0.0,
-        cutmix_prob: float = 0.5,
-        **shared: Any,
+        model: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        options: ClassificationOptions | None = None,
     ) -> None:
-        """``aux_loss_weight``: GoogLeNet's auxiliary losses' weight; ``adversarial*``: the
-        adversarial training (configs/train.yaml's ``task:`` block); ``mixup_*``, ``cutmix_*``:
-        MixUp and CutMix of the training batches (zoo.tasks.mixing); ``shared``: ZooTask's."""
-        super().__init__(**shared)
-        mixing = BatchMixing(
-            self.model.num_classes, mixup_alpha, mixup_prob, cutmix_alpha, cutmix_prob
-        )
-        self.mixing = mixing if mixing.enabled else None
+        super().__init__(model, optimizer, scheduler, data, options)
+        mixing, adversarial = self.options.mixing, self.options.adversarial
+        self.mixing = BatchMixing(self.model.num_classes, mixing) if mixing.enabled else None
         self.perturbation = self.robust_validation = None
-        if adversarial is not None:
-            self.perturbation = Perturbation(
-                adversarial,
-                adversarial_eps,
-                adversarial_steps,
-                adversarial_step_size,
-                adversarial_norm,
-                adversarial_random_start,
-            )
-            self.robust_validation = Perturbation(
-                "pgd",
-                adversarial_eps,
-                adversarial_val_steps,
-                None,
-                adversarial_norm,
-                True,
-                prefix="task.adversarial_val",
-            )
-            mix = isinstance(adversarial_alpha, int | float) and 0 <= adversarial_alpha <= 1
-            if not mix or isinstance(adversarial_alpha, bool):
-                raise ValueError(
-                    f"task.adversarial_alpha must be a number in [0, 1], got {adversarial_alpha!r}"
-                )
-            batches = adversarial_val_batches
-            if batches is not None and (not isinstance(batches, int) or batches < 1):
-                raise ValueError(
-                    f"task.adversarial_val_batches must be an integer >= 1 or null, got {batches!r}"
-                )
+        if adversarial.enabled:
+            self.perturbation = Perturbation.training(adversarial)
+            self.robust_validation = Perturbation.validation(adversarial)
             self.val_robust_acc = MulticlassAccuracy(self.model.num_classes, average="micro")
         self._pixel_normalization: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -143,7 +119,7 @@ class ClassificationModule(ZooTask):
 
     def loss(self, outputs: Any, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return classification_loss(
-            outputs, targets, self.hparams.label_smoothing, self.hparams.aux_loss_weight
+            outputs, targets, self.options.label_smoothing, self.options.aux_loss_weight
         )
 
     def training_step(
@@ -161,7 +137,8 @@ class ClassificationModule(ZooTask):
     def pixel_normalization(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The datamodule's (mean, std), read once, for attacks in pixel units."""
         if self._pixel_normalization is None:
-            datamodule = self._trainer.datamodule if self._trainer is not None else None
+            trainer = attached_trainer(self)
+            datamodule = trainer.datamodule if trainer is not None else None
             self._pixel_normalization = pixel_normalization(datamodule, self.model.in_channels)
         mean, std = self._pixel_normalization
         return mean.to(self.device), std.to(self.device)
@@ -176,7 +153,7 @@ class ClassificationModule(ZooTask):
         adversarial_loss, _ = self.loss(self(adversarial), targets)
         if self.logs_this_step():
             self.log("train/adversarial_loss", adversarial_loss, batch_size=len(targets))
-        alpha = self.hparams.adversarial_alpha
+        alpha = self.options.adversarial.alpha
         return alpha * clean_loss + (1 - alpha) * adversarial_loss
 
     def log_robust_accuracy(self, images: torch.Tensor, targets: torch.Tensor) -> None:
@@ -194,11 +171,11 @@ class ClassificationModule(ZooTask):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         logits = self._evaluate(batch, "val")
-        limit = self.hparams.adversarial_val_batches
+        limit = self.options.adversarial.val_batches
         if self.robust_validation is not None and (limit is None or batch_idx < limit):
             self.log_robust_accuracy(*batch)
         if batch_idx == 0 and self.wants_figures():
-            count = self.hparams.log_images
+            count = self.options.log_images
             preds, targets = logits[:count].argmax(dim=1), batch[1][:count]
             titles, colors = prediction_titles(preds, targets, self.names())
             self.log_figure("val/predictions", labelled_grid(batch[0][:count], titles, colors))

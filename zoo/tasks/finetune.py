@@ -1,6 +1,6 @@
 """Fine-tuning: which of a network's parameters train, and which BatchNorm layers stay frozen.
 
-``task.freeze``:
+``task.finetune.freeze``:
 
 - ``none``: everything trains;
 - ``backbone``: only the model's head (its ``head_names``: ResNet's ``fc``, VGG's and AlexNet's
@@ -17,13 +17,31 @@ mode (``ZooTask.train``), which Lightning does at every epoch's start.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 from torch import nn
 
+from zoo.core.schema import Schema, option
 from zoo.models import ZooModel
 
 FREEZE_MODES = ("none", "backbone", "bn")
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm,)
+
+
+@dataclass
+class FinetuneOptions(Schema):
+    """``task.finetune``: what trains, at which learning rate and weight decay.
+
+    ``freeze``: see above; frozen parameters stay out of the optimizer. The backbone's learning
+    rate is optimizer.lr x ``backbone_lr_scale``, the head's optimizer.lr.
+    ``norm_weight_decay``: weight decay of norm-layer and bias parameters (torchvision's
+    --norm-weight-decay); null: the optimizer's weight_decay, like every other parameter."""
+
+    freeze: str = option("none", choices=FREEZE_MODES)
+    backbone_lr_scale: float = option(
+        1.0, gt=0, what="a number > 0 (task.finetune.freeze=backbone to stop the backbone)"
+    )
+    norm_weight_decay: float | None = option(None, ge=0, what="null or a number >= 0")
 
 
 def under(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -35,26 +53,6 @@ def heads(model: ZooModel) -> tuple[str, ...]:
     """The model's head modules that exist (GoogLeNet without aux_logits has no aux1)."""
     modules = dict(model.named_modules())
     return tuple(h for h in type(model).head_names if modules.get(h) is not None)
-
-
-def check_options(freeze: str, backbone_lr_scale: float, norm_weight_decay: float | None) -> None:
-    """ValueError naming the task option that can't work."""
-    if freeze not in FREEZE_MODES:
-        raise ValueError(f"task.freeze must be one of {', '.join(FREEZE_MODES)}, got {freeze!r}")
-    number = isinstance(backbone_lr_scale, int | float) and not isinstance(backbone_lr_scale, bool)
-    if not number or not backbone_lr_scale > 0:
-        raise ValueError(
-            f"task.backbone_lr_scale must be a number > 0 (task.freeze=backbone to stop the "
-            f"backbone), got {backbone_lr_scale!r}"
-        )
-    if norm_weight_decay is not None and (
-        isinstance(norm_weight_decay, bool)
-        or not isinstance(norm_weight_decay, int | float)
-        or norm_weight_decay < 0
-    ):
-        raise ValueError(
-            f"task.norm_weight_decay must be null or a number >= 0, got {norm_weight_decay!r}"
-        )
 
 
 def freeze(model: ZooModel, mode: str) -> list[nn.Module]:
@@ -71,7 +69,9 @@ def freeze(model: ZooModel, mode: str) -> list[nn.Module]:
         return [module for _, module in norms]
     trained = heads(model)
     if not trained:
-        raise ValueError(f"task.freeze=backbone: {model.display_name} has no head to train")
+        raise ValueError(
+            f"task.finetune.freeze=backbone: {model.display_name} has no head to train"
+        )
     for name, parameter in model.named_parameters():
         if not under(name, trained):
             parameter.requires_grad_(False)

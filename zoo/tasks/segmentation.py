@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,7 +13,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from torchmetrics.segmentation import DiceScore
 
 from zoo.core.plots import segmentation_overlays
-from zoo.tasks.base import ZooTask
+from zoo.core.schema import option
+from zoo.tasks.base import TaskOptions, ZooTask
 
 LOSSES = ("ce", "dice", "ce+dice")
 
@@ -52,6 +55,16 @@ def dice_per_class(num_classes: int) -> DiceScore:
     return DiceScore(num_classes, average="none", aggregation_level="global", input_format="index")
 
 
+@dataclass
+class SegmentationOptions(TaskOptions):
+    """configs/task/segmentation.yaml: the shared options, the loss (one of LOSSES) and the
+    Dice term's weight in ``ce+dice``; four overlays a validation by default."""
+
+    loss: str = option("ce+dice", choices=LOSSES, what=f"one of {LOSSES}")
+    dice_weight: float = option(1.0, ge=0)
+    log_images: int = option(4, ge=0)
+
+
 class SegmentationModule(ZooTask):
     """Per-pixel cross-entropy, soft Dice, or both, over any registered segmentation network.
 
@@ -63,15 +76,18 @@ class SegmentationModule(ZooTask):
     """
 
     task = "segmentation"
+    options_type = SegmentationOptions
+    options: SegmentationOptions
 
-    def __init__(self, loss: str = "ce+dice", dice_weight: float = 1.0, **shared: Any) -> None:
-        """``loss``: one of LOSSES; ``dice_weight``: the Dice term's weight in ``ce+dice``;
-        ``shared``: ZooTask's (four overlays a validation by default)."""
-        if loss not in LOSSES:
-            raise ValueError(f"task.loss must be one of {LOSSES}, got {loss!r}")
-        if dice_weight < 0:
-            raise ValueError(f"task.dice_weight must be >= 0, got {dice_weight}")
-        super().__init__(**{"log_images": 4, **shared})
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        options: SegmentationOptions | None = None,
+    ) -> None:
+        super().__init__(model, optimizer, scheduler, data, options)
         num_classes = self.model.num_classes
         self.val_dice = dice_per_class(num_classes)
         self.test_dice = dice_per_class(num_classes)
@@ -80,12 +96,12 @@ class SegmentationModule(ZooTask):
         return segmentation_metrics(num_classes)
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        terms = self.hparams.loss.split("+")
+        terms = self.options.loss.split("+")
         loss = logits.new_zeros((), dtype=torch.float32)
         if "ce" in terms:
-            loss = F.cross_entropy(logits, masks, label_smoothing=self.hparams.label_smoothing)
+            loss = F.cross_entropy(logits, masks, label_smoothing=self.options.label_smoothing)
         if "dice" in terms:
-            loss = loss + self.hparams.dice_weight * soft_dice_loss(logits, masks)
+            loss = loss + self.options.dice_weight * soft_dice_loss(logits, masks)
         return loss
 
     def training_step(
@@ -118,7 +134,7 @@ class SegmentationModule(ZooTask):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         logits = self._evaluate(batch, "val")
         if batch_idx == 0 and self.wants_figures():
-            count = self.hparams.log_images
+            count = self.options.log_images
             images, masks, preds = batch[0][:count], batch[1][:count], logits[:count].argmax(1)
             figure = segmentation_overlays(
                 images, masks, preds, self.model.num_classes, self.names()

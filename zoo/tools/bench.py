@@ -34,8 +34,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from zoo import models
+from zoo.core.logs import quiet_library_noise
 from zoo.tasks.base import count_flops
-from zoo.tasks.classification import ClassificationModule, classification_loss
+from zoo.tasks.classification import (
+    ClassificationModule,
+    ClassificationOptions,
+    classification_loss,
+)
 from zoo.tasks.optim import build_optimizer
 
 PRECISIONS = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
@@ -184,9 +189,8 @@ def lightning_loop(
 ) -> float:
     """Seconds per training step through Trainer.fit, on the same batch as the plain loop."""
     device = batch[0].device
-    module = ClassificationModule(
-        model=spec, optimizer=OPTIMIZER, channels_last=args.channels_last, compile=args.compile
-    )
+    options = ClassificationOptions(channels_last=args.channels_last, compile=args.compile)
+    module = ClassificationModule(model=spec, optimizer=OPTIMIZER, options=options)
     timer = _StepTimer(args.warmup)
     trainer = pl.Trainer(
         accelerator=device.type,
@@ -326,6 +330,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    quiet_library_noise()
     torch.backends.cudnn.benchmark = True
     try:
         results = [bench_model(name, args) for name in args.model_names]

@@ -26,9 +26,11 @@ from typing import Any
 import torch
 from fsspec.utils import get_protocol
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning_fabric.utilities.types import _PATH
 
 from zoo.core.errors import ZooError
+
+# What Lightning hands a CheckpointIO as a path (its own alias for it is private).
+PathLike = str | os.PathLike
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class DiskFullError(ZooError):
 TEMP_GLOB = ".*.ckpt.*.tmp"
 
 
-def is_local(path: _PATH) -> bool:
+def is_local(path: PathLike) -> bool:
     return get_protocol(str(path)) == "file"
 
 
@@ -69,7 +71,7 @@ def _being_written(path: Path) -> bool:
     return False
 
 
-def remove_stale_temp_files(directory: _PATH) -> list[Path]:
+def remove_stale_temp_files(directory: PathLike) -> list[Path]:
     """Delete the temporary files that killed saves left in ``directory``; a save still under
     way (in this process or another) keeps its file."""
     if not is_local(directory) or not Path(directory).is_dir():
@@ -114,7 +116,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self.last_whole: Path | None = None
 
     def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+        self, checkpoint: dict[str, Any], path: PathLike, storage_options: Any | None = None
     ) -> None:
         if not is_local(path):
             super().save_checkpoint(checkpoint, path, storage_options)

@@ -11,6 +11,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 
 from zoo.core.errors import ZooError
+from zoo.core.lightning import should_update_logs
 
 
 class NonFiniteError(ZooError, RuntimeError):
@@ -54,8 +55,7 @@ class FiniteGuard(Callback):
             return
         self._losses.append(loss.detach())
         self._where.append((self._step, trainer.current_epoch, batch_idx))
-        logging = trainer._logger_connector.should_update_logs
-        if logging or len(self._losses) >= max(1, trainer.log_every_n_steps):
+        if should_update_logs(trainer) or len(self._losses) >= max(1, trainer.log_every_n_steps):
             self.check(trainer)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

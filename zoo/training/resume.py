@@ -18,9 +18,13 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
+from zoo import data
 from zoo.core.errors import ConfigError
+from zoo.core.lightning import batches_processed_this_epoch
+from zoo.data.base import ZooDataModule
 from zoo.data.sampling import ResumableBatchSampler
-from zoo.models.loading import WeightsError, check_values, safe_load
+from zoo.models.checkpoint import read_checkpoint
+from zoo.models.loading import check_values
 from zoo.tasks.base import ZooTask
 from zoo.training.checkpoint_io import remove_stale_temp_files
 
@@ -71,9 +75,10 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
 
 
 def train_sampler(trainer: pl.Trainer | None) -> ResumableBatchSampler | None:
-    """The datamodule's resumable training order (zoo's datamodules have ``train_sampler``)."""
-    sampler = getattr(getattr(trainer, "datamodule", None), "train_sampler", None)
-    return sampler if isinstance(sampler, ResumableBatchSampler) else None
+    """The resumable training order of the trainer's datamodule (``ZooDataModule.train_sampler``);
+    None without a zoo datamodule, or for one that shuffles otherwise."""
+    datamodule = trainer.datamodule if trainer is not None else None
+    return datamodule.train_sampler if isinstance(datamodule, ZooDataModule) else None
 
 
 class ResumeState(Callback):
@@ -102,7 +107,7 @@ class ResumeState(Callback):
         if trainer is not None and sampler is not None:
             epoch = trainer.current_epoch
             # Batches trained on this epoch, as Lightning counts them when it resumes.
-            seen = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            seen = batches_processed_this_epoch(trainer)
             if seen >= trainer.num_training_batches:
                 epoch, seen = epoch + 1, 0
             state["data_order"] = {"seed": sampler.seed, "epoch": epoch, "batches_seen": seen}
@@ -129,29 +134,13 @@ class ResumeState(Callback):
 # What a resumed run must share with the checkpoint it continues, by config group (None: every
 # key). The network: the weights must fit it and mean what they meant. The optimizer and the
 # schedule: their restored state replaces the new values silently, or no longer fits them (SGD's
-# momentum buffers are not in an Adam state). The data keys that change the inputs' shape or
-# the classes, or the training order that the saved position counts batches of.
+# momentum buffers are not in an Adam state). The data: the keys that its dataset's schema names
+# (zoo.data.must_match: those that change the inputs' shape or the classes, or the training
+# order that the saved position counts batches of).
 MUST_MATCH: dict[str, tuple[str, ...] | None] = {
     "model": None,
     "optimizer": None,
     "scheduler": None,
-    "data": (
-        "name",
-        "image_size",
-        "resize",
-        "channels",
-        "num_classes",
-        "classes",
-        "batch_size",
-        "val_size",
-        "split_seed",
-        "train_canvases",
-        "canvas_seed",
-        "images_per_class",
-        "holdout_per_class",
-        "val_fraction",
-        "test_fraction",
-    ),
 }
 _ABSENT = "(not set)"
 # How the optimizer's arithmetic is laid out, not what it computes: a resume may change these
@@ -169,9 +158,12 @@ def _flat(value: Any, prefix: str) -> dict[str, Any]:
 def config_mismatch(
     run: Mapping[str, Any], checkpoint: Mapping[str, Any]
 ) -> tuple[str, Any, Any] | None:
-    """The first key of MUST_MATCH whose value in this run's plain config ``run`` differs from
-    the checkpoint's hyper-parameters, as ``(key, checkpoint's, run's)``; None if all agree."""
-    for group, keys in MUST_MATCH.items():
+    """The first key of MUST_MATCH, or of the run's dataset's (``zoo.data.must_match``), whose
+    value in this run's plain config ``run`` differs from the checkpoint's hyper-parameters, as
+    ``(key, checkpoint's, run's)``; None if all agree."""
+    dataset = (run.get("data") or {}).get("name")
+    data_keys = data.must_match(dataset) if dataset in data.available() else ("name",)
+    for group, keys in {**MUST_MATCH, "data": data_keys}.items():
         mine, theirs = run.get(group) or {}, checkpoint.get(group) or {}
         if keys is not None:
             mine = {k: mine.get(k, _ABSENT) for k in keys if k in mine or k in theirs}
@@ -202,26 +194,14 @@ def check_resumable(run: Mapping[str, Any], checkpoint: Mapping[str, Any], path:
 
 
 def check_checkpoint(path: Path, module: ZooTask) -> None:
-    """Refuse, in one line, a checkpoint that ``train.py ckpt_path=`` can't continue: unreadable
-    or hostile (read weights-only, zoo.models.loading), not written by train.py, weights that
-    are NaN, infinite or of the wrong kind (named), or trained with another config than this
+    """Refuse, in one line, a checkpoint that ``train.py ckpt_path=`` can't continue: unreadable,
+    hostile or not a zoo checkpoint (``zoo.models.checkpoint``, as evaluate.py reads it), weights
+    that are NaN, infinite or of the wrong kind (named), or trained with another config than this
     run's ``module`` (check_resumable). Lightning then reads it again to resume."""
-    checkpoint = safe_load(path)
-    parts = ("state_dict", "hyper_parameters")
-    if not isinstance(checkpoint, Mapping) or not all(
-        isinstance(checkpoint.get(part), Mapping) for part in parts
-    ):
-        raise ConfigError(f"{path} is not a checkpoint train.py wrote (no state_dict and "
-                          "hyper_parameters)")  # fmt: skip
-    check_resumable(dict(module.hparams), checkpoint["hyper_parameters"], path)
+    checkpoint = read_checkpoint(path)
+    check_resumable(dict(module.hparams), checkpoint.hparams, path)
     # The weights, and the raw weights beside an average (callbacks=ema) that training goes on
-    # from; keys are the task module's ("model." + the network's).
-    for part in ("state_dict", "current_model_state"):
-        state = checkpoint.get(part)
-        if not isinstance(state, Mapping):
-            continue
-        for key, value in state.items():
-            if not isinstance(value, torch.Tensor):
-                raise WeightsError(f"{path}: {part} entry {key!r} is not a tensor")
-        weights = {k.removeprefix("model."): v for k, v in state.items()}
-        check_values(module.model, weights, path)
+    # from.
+    for weights in (checkpoint.weights, checkpoint.raw_weights):
+        if weights is not None:
+            check_values(module.model, weights, path)

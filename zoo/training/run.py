@@ -7,13 +7,11 @@ import logging
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 from rich.console import Console
@@ -21,8 +19,18 @@ from rich.table import Table
 
 from zoo.core.config import instantiate_group, to_plain, validate
 from zoo.core.errors import ConfigError, in_multirun
-from zoo.tasks.build import build_datamodule, follow_weights, image_size, task_from_config
+from zoo.core.schema import Schema, option
+from zoo.core.trainer import build_trainer
+from zoo.tasks.build import (
+    MAX_IMAGE_SIZE,
+    build_datamodule,
+    follow_weights,
+    image_size,
+    task_from_config,
+)
+from zoo.tasks.optim import parse_optimizer, parse_scheduler
 from zoo.training.cluster import cluster_ckpt_path
+from zoo.training.ema import parse_ema
 from zoo.training.objective import ObjectiveIsLogged, objective_value
 from zoo.training.resume import check_checkpoint
 from zoo.training.run_lock import single_writer
@@ -76,15 +84,37 @@ def print_metrics(title: str, metrics: dict[str, float]) -> None:
     Console().print(table)
 
 
-def build_trainer(cfg: DictConfig, **objects: object) -> pl.Trainer:
-    """``cfg.trainer`` instantiated; the values Lightning refuses are a ConfigError too."""
-    try:
-        return instantiate(cfg.trainer, **objects)
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, MisconfigurationException | ValueError | TypeError):
-            raise ConfigError(f"trainer: {cause}") from err
-        raise
+def _validation_metric(name: str | None) -> bool:
+    return name is None or name.startswith("val/")
+
+
+@dataclass
+class TrainSettings(Schema):
+    """The keys of configs/train.yaml outside the groups."""
+
+    command: str = "train"
+    seed: int | None = option(42, what="an integer or null")
+    ckpt_path: str | None = None
+    test: bool = True
+    max_image_size: int = option(MAX_IMAGE_SIZE, ge=1)
+    # What sweeps optimise (zoo/training/objective.py): test/ would tune on the test set.
+    optimized_metric: str | None = option(
+        None,
+        valid=_validation_metric,
+        what="a validation metric (val/...) or null, never a test metric",
+    )
+
+
+def check_config(cfg: DictConfig) -> TrainSettings:
+    """ConfigError for impossible values of a composed train config, before anything is built;
+    the model, task and data configs are checked where they are first read, together
+    (task_from_config: an image folder's class count completes the model config)."""
+    validate(cfg)
+    settings = TrainSettings.parse_own(cfg)
+    parse_optimizer(cfg.optimizer)
+    parse_scheduler(cfg.get("scheduler"))
+    parse_ema(cfg.get("callbacks"))
+    return settings
 
 
 def train(
@@ -96,7 +126,7 @@ def train(
 
     Rank 0 holds ``output_dir`` for the whole run (zoo.training.run_lock): a second train.py
     there stops with a message. ``extra_callbacks`` join the config's (for tools that watch a
-    run: zoo.tools.step_profile)."""
+    run: benchmarks/step_profile.py)."""
     with ExitStack() as held:
         return _train(cfg, output_dir, held, list(extra_callbacks))
 
@@ -104,7 +134,7 @@ def train(
 def _train(
     cfg: DictConfig, output_dir: Path, held: ExitStack, extra_callbacks: list[pl.Callback]
 ) -> dict[str, float]:
-    validate(cfg)
+    check_config(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     torch.backends.cudnn.benchmark = bool(cfg.trainer.get("benchmark", True))
@@ -127,7 +157,7 @@ def _train(
     if not loggers:
         # logger=none: Lightning refuses a LearningRateMonitor with nothing to log to.
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
+    trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     refuse_ddp_in_multirun(trainer)
     if trainer.is_global_zero:
         # Before anything is written (Hydra's config goes to a fresh .hydra/ subfolder when one

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import RichModelSummary
 from pytorch_lightning.utilities.model_summary import get_human_readable_count
 from torch.utils.flop_counter import FlopCounterMode
 
 from zoo import models
+from zoo.core.lightning import RichModelSummaryBase, summary_data
 from zoo.tasks.base import ZooTask
 
 
@@ -46,28 +46,20 @@ def forward_flops(module: ZooTask, size: int) -> dict[str, int]:
     }
 
 
-class ModelSummary(RichModelSummary):
+class ModelSummary(RichModelSummaryBase):
     """RichModelSummary whose FLOPs column and total are the forward pass of one image at the
     run's size (the training step costs about three times as much)."""
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._max_depth or not isinstance(pl_module, ZooTask):
+        if not self.max_depth or not isinstance(pl_module, ZooTask):
             super().on_fit_start(trainer, pl_module)
             return
-        summary = self._summary(trainer, pl_module)
+        summary = self.layer_summary(trainer, pl_module)
         flops = forward_flops(pl_module, image_size(trainer, pl_module))
         counts = [get_human_readable_count(flops.get(name, 0)) for name in summary.layer_names]
         data = [
             (column, counts if column == "FLOPs" else values)
-            for column, values in summary._get_summary_data()
+            for column, values in summary_data(summary)
         ]
         if trainer.is_global_zero:
-            self.summarize(
-                data,
-                summary.total_parameters,
-                summary.trainable_parameters,
-                summary.model_size,
-                summary.total_training_modes,
-                total_flops=flops.get("model", 0),
-                **self._summarize_kwargs,
-            )
+            self.print_summary(summary, data, total_flops=flops.get("model", 0))

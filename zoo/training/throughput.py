@@ -7,9 +7,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import RichProgressBar, ThroughputMonitor
+from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.trainer.states import RunningStage, TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
+
+from zoo.core.lightning import ThroughputMonitorBase, should_update_logs
 
 
 def images_in_batch(batch: Any) -> int:
@@ -17,7 +19,7 @@ def images_in_batch(batch: Any) -> int:
     return len(batch[0])
 
 
-class ImagesPerSecond(ThroughputMonitor):
+class ImagesPerSecond(ThroughputMonitorBase):
     """Lightning's ThroughputMonitor, told how to count images, that reads the clock only at
     the training steps it logs at (every ``trainer.log_every_n_steps``).
 
@@ -35,22 +37,21 @@ class ImagesPerSecond(ThroughputMonitor):
         )
         self._untimed: dict[RunningStage, int] = {}
 
-    def _start(self, trainer: pl.Trainer) -> None:
-        super()._start(trainer)
+    def start_stage(self, trainer: pl.Trainer) -> None:
+        super().start_stage(trainer)
         if trainer.state.stage is not None:
             self._untimed[trainer.state.stage] = 0
 
-    def _update(
+    def count_batch(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, iter_num: int
     ) -> None:
-        # ThroughputMonitor._update, but for the clock and the sync only where it logs. (No
-        # length_fn: the zoo's batches are images.)
+        # Lightning's, but for the clock and the sync only where it logs. (No length_fn: the
+        # zoo's batches are images.)
         stage = trainer.state.stage
         assert stage is not None
-        self._samples[stage] += self.batch_size_fn(batch)
-        self._batches[stage] += 1
+        self.add_batch(stage, self.batch_size_fn(batch))
         self._untimed[stage] = self._untimed.get(stage, 0) + 1
-        if stage != RunningStage.TRAINING or trainer._logger_connector.should_update_logs:
+        if stage != RunningStage.TRAINING or should_update_logs(trainer):
             self._time(trainer, pl_module, stage)
 
     @rank_zero_only
@@ -69,13 +70,8 @@ class ImagesPerSecond(ThroughputMonitor):
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()
         flops = getattr(pl_module, "flops_per_batch", None)
-        self._throughputs[stage].update(
-            time=time.perf_counter() - self._t0s[stage],
-            batches=self._batches[stage],
-            samples=self._samples[stage],
-            # What ran since the last sample, on this device.
-            flops=None if flops is None else flops * self._untimed[stage],
-        )
+        # What ran since the last sample, on this device.
+        self.add_sample(stage, None if flops is None else flops * self._untimed[stage])
         self._untimed[stage] = 0
 
 

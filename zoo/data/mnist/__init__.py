@@ -1,2 +1,2 @@
-"""MNIST: the IDX files and where they come from (``files``), digit classification
-(``classification``) and digits segmented on canvases (``segmentation``)."""
+"""MNIST: the IDX files and where they come from (``files``), digit classification (``mnist``)
+and digits segmented on canvases (``mnist_segmentation``)."""

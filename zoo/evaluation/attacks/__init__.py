@@ -12,14 +12,16 @@ Budgets are in pixel units (images in [0, 1]); the perturbations themselves are
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from rich.table import Table
 
 from zoo.core.errors import ConfigError
+from zoo.core.schema import Schema, is_integer, is_number, option
 from zoo.evaluation.attacks.lbfgs import TARGETS, TargetedLBFGS, minimal_targeted
 from zoo.evaluation.attacks.sweep import (
     AttackReport,
@@ -34,18 +36,20 @@ from zoo.evaluation.attacks.universal import (
     deepfool,
     universal_perturbation,
 )
-from zoo.tasks.adversarial import NORMS, fgsm, pgd, pixel_normalization
-
-ATTACKS = ("fgsm", "pgd", "lbfgs", "universal")
+from zoo.tasks.adversarial import NORMS, PGDSettings, fgsm, pgd, pixel_normalization
 
 __all__ = [
     "ATTACKS",
     "PERTURBATION_FILE",
     "AttackReport",
     "EpsilonSweep",
+    "FGSMConfig",
     "FGSMRobustness",
+    "LBFGSConfig",
+    "PGDConfig",
     "PGDRobustness",
     "TargetedLBFGS",
+    "UniversalConfig",
     "UniversalPerturbation",
     "accuracy_figure",
     "attack_tables",
@@ -60,90 +64,95 @@ __all__ = [
 ]
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _eps(value: Any) -> bool:
-    return _number(value) and 0 <= value <= 1
-
-
-def _eps_list(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(_eps(e) for e in value)
-
-
-def _at_least(low: int) -> Callable[[Any], bool]:
-    return lambda value: _integer(value) and value >= low
-
-
-def _positive_or_null(value: Any) -> bool:
-    return value is None or (_number(value) and value > 0)
-
-
-def _fraction(value: Any) -> bool:
-    return _number(value) and 0 <= value <= 1
-
-
-def _norm(value: Any) -> bool:
-    return value in NORMS
+def _budgets(value: Any) -> bool:
+    return bool(value) and all(is_number(eps) and 0 <= eps <= 1 for eps in value)
 
 
 def _target(value: Any) -> bool:
-    # The class index's range is checked against the checkpoint's model (build_attack).
-    return value in TARGETS or (_integer(value) and value >= 0)
+    # The class index's range is checked against the checkpoint's model (TargetedLBFGS).
+    return value in TARGETS or (is_integer(value) and value >= 0)
 
 
-EPS_LIST = (_eps_list, "a list of numbers in [0, 1] (pixel units)")
-COUNT = (_at_least(0), "an integer >= 0")
-# attack name -> key -> (test, what is valid): checked before the checkpoint is read.
-RULES: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
-    "fgsm": {"eps": EPS_LIST, "examples": COUNT},
-    "pgd": {
-        "eps": EPS_LIST,
-        "steps": (_at_least(1), "an integer >= 1"),
-        "step_size": (_positive_or_null, "a number > 0, or null (2.5 * eps / steps)"),
-        "norm": (_norm, f"one of {', '.join(NORMS)}"),
-        "random_start": (lambda v: isinstance(v, bool), "true or false"),
-        "seed": (_integer, "an integer"),
-        "examples": COUNT,
-    },
-    "lbfgs": {
-        "target": (_target, "next, every or a class index"),
-        "initial_c": (lambda v: _number(v) and v > 0, "a number > 0"),
-        "search_steps": (_at_least(1), "an integer >= 1"),
-        "max_iterations": (_at_least(1), "an integer >= 1"),
-        "examples": COUNT,
-    },
-    "universal": {
-        "eps": (_eps, "a number in [0, 1] (pixel units)"),
-        "norm": (_norm, f"one of {', '.join(NORMS)}"),
-        "train_images": (_at_least(1), "an integer >= 1"),
-        "max_passes": (_at_least(1), "an integer >= 1"),
-        "target_fooling_rate": (_fraction, "a number in [0, 1]"),
-        "overshoot": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-        "deepfool_steps": (_at_least(1), "an integer >= 1"),
-        "load": (lambda v: v is None or isinstance(v, str), "a path or null"),
-        "examples": COUNT,
-    },
+BUDGETS = "a list of numbers in [0, 1] (pixel units)"
+# Each attack sweeps its budgets from 0 (the clean accuracy) up.
+DEFAULT_BUDGETS = (0.0, 0.05, 0.1, 0.2, 0.3)
+
+
+@dataclass
+class AttackConfig(Schema):
+    """What every attack's config (configs/attack/<name>.yaml, less its ``name``) has: how many
+    clean | perturbed | difference images its figure draws."""
+
+    examples: int = option(8, ge=0)
+
+
+@dataclass
+class FGSMConfig(AttackConfig):
+    """configs/attack/fgsm.yaml: FGSM's L-infinity budgets."""
+
+    title: ClassVar[str] = "attack=fgsm"
+    eps: list[float] = option(
+        valid=_budgets, what=BUDGETS, default_factory=lambda: [*DEFAULT_BUDGETS]
+    )
+
+
+@dataclass
+class PGDConfig(AttackConfig, PGDSettings):
+    """configs/attack/pgd.yaml: PGD's budgets and the seed of its random starts; steps,
+    step_size, norm and random_start are adversarial training's schema (PGDSettings)."""
+
+    title: ClassVar[str] = "attack=pgd"
+    eps: list[float] = option(
+        valid=_budgets, what=BUDGETS, default_factory=lambda: [*DEFAULT_BUDGETS]
+    )
+    steps: int = option(20, ge=1)  # Madry et al. test with PGD-20
+    seed: int = 0
+
+
+@dataclass
+class LBFGSConfig(AttackConfig):
+    """configs/attack/lbfgs.yaml: targeted minimal perturbations by box-constrained L-BFGS."""
+
+    title: ClassVar[str] = "attack=lbfgs"
+    target: str | int = option("next", valid=_target, what="next, every or a class index")
+    initial_c: float = option(1.0, gt=0)
+    search_steps: int = option(6, ge=1)
+    max_iterations: int = option(50, ge=1)
+
+
+@dataclass
+class UniversalConfig(AttackConfig):
+    """configs/attack/universal.yaml: one perturbation for all images, from DeepFool's."""
+
+    title: ClassVar[str] = "attack=universal"
+    eps: float = option(0.2, ge=0, le=1, what="a number in [0, 1] (pixel units)")
+    norm: str = option("linf", choices=NORMS)
+    train_images: int = option(1000, ge=1)
+    max_passes: int = option(5, ge=1)
+    target_fooling_rate: float = option(0.8, ge=0, le=1)
+    overshoot: float = option(0.02, ge=0)
+    deepfool_steps: int = option(50, ge=1)
+    load: str | None = None  # a universal_perturbation.pt of an earlier run, or null
+
+
+# attack name -> the schema of its config: checked before the checkpoint is read.
+ATTACK_CONFIGS: dict[str, type[AttackConfig]] = {
+    "fgsm": FGSMConfig,
+    "pgd": PGDConfig,
+    "lbfgs": LBFGSConfig,
+    "universal": UniversalConfig,
 }
+ATTACKS = tuple(ATTACK_CONFIGS)
 
 
-def check_attack(attack: Mapping[str, Any]) -> None:
-    """ConfigError for an unknown attack or an impossible setting, naming ``attack.<key>``."""
+def check_attack(attack: Mapping[str, Any]) -> AttackConfig:
+    """The checked settings of the ``attack`` config (its ``name`` picks the schema);
+    ConfigError for an unknown attack or an impossible setting, naming ``attack.<key>``."""
     name = attack.get("name")
-    if name not in ATTACKS:
+    if name not in ATTACK_CONFIGS:
         raise ConfigError(f"attack must be one of {', '.join(ATTACKS)}, got {dict(attack)!r}")
-    rules = RULES[name]
-    unknown = sorted(set(attack) - set(rules) - {"name"})
-    if unknown:
-        raise ConfigError(f"attack.{unknown[0]} is not a setting of attack={name}")
-    for key, (valid, description) in rules.items():
-        if key in attack and not valid(attack[key]):
-            raise ConfigError(f"attack.{key} must be {description}, got {attack[key]!r}")
+    settings = {key: value for key, value in attack.items() if key != "name"}
+    return ATTACK_CONFIGS[name].parse(settings, "attack")
 
 
 def build_attack(
@@ -153,9 +162,8 @@ def build_attack(
     num_classes: int,
     output_dir: Path,
 ) -> AttackReport:
-    """The report callback of the checked ``attack`` config."""
-    check_attack(attack)
-    settings = {key: value for key, value in attack.items() if key != "name"}
+    """The report callback of the ``attack`` config, checked (:func:`check_attack`)."""
+    settings = check_attack(attack).to_dict()
     name = attack["name"]
     if name == "fgsm":
         return FGSMRobustness(mean=mean, std=std, **settings)

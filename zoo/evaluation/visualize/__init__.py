@@ -2,8 +2,9 @@
 "Visualizing CNNs" on any checkpoint evaluate.py loads.
 
 Each method's settings are configs/visualization/<method>.yaml, under
-``visualization.<method>``. Every method writes PNGs in the run directory, the same figures to
-TensorBoard (``visualize/<name>``), and what it reached to metrics.json under its own name.
+``visualization.<method>``, checked by the method's schema (:func:`parse_visualization`). Every
+method writes PNGs in the run directory, the same figures to TensorBoard (``visualize/<name>``),
+and what it reached to metrics.json under its own name.
 """
 
 from __future__ import annotations
@@ -20,51 +21,65 @@ from pytorch_lightning.loggers import Logger
 
 from zoo.core.config import to_plain
 from zoo.core.errors import ConfigError
+from zoo.core.schema import Schema
+from zoo.data.base import ZooDataModule
 from zoo.evaluation.attacks import pixel_normalization
 from zoo.evaluation.checkpoint import Checkpoint
-from zoo.evaluation.visualize.attribution import saliency
-from zoo.evaluation.visualize.common import Context, check_number
-from zoo.evaluation.visualize.maps import feature_maps, filters
-from zoo.evaluation.visualize.optimize import activation_max, class_models, deep_dream
+from zoo.evaluation.visualize.attribution import SaliencyConfig, saliency
+from zoo.evaluation.visualize.common import Context
+from zoo.evaluation.visualize.maps import FeatureMapsConfig, FiltersConfig, feature_maps, filters
+from zoo.evaluation.visualize.optimize import (
+    ActivationMaxConfig,
+    ClassModelsConfig,
+    DeepDreamConfig,
+    activation_max,
+    class_models,
+    deep_dream,
+)
 
 ANY_TASK = ("classification", "segmentation")
-NON_NEGATIVE = frozenset(
-    {"steps", "lr", "l2", "tv", "rho", "jitter", "starts", "octaves", "samples", "ig_steps"}
-    | {"data_samples", "shown", "max_filters", "max_maps", "max_channels", "scale"}
-)
 
 
 class Method(NamedTuple):
-    run: Callable[[Context, Mapping[str, Any]], dict[str, Any]]
+    # Called with the method's settings as its schema parsed them.
+    run: Callable[[Context, Any], dict[str, Any]]
+    settings: type[Schema]
     tasks: tuple[str, ...]
 
 
 METHODS: dict[str, Method] = {
-    "filters": Method(filters, ANY_TASK),
-    "feature_maps": Method(feature_maps, ANY_TASK),
-    "activation_max": Method(activation_max, ANY_TASK),
-    "class_models": Method(class_models, ("classification",)),
-    "saliency": Method(saliency, ("classification",)),
-    "deep_dream": Method(deep_dream, ANY_TASK),
+    "filters": Method(filters, FiltersConfig, ANY_TASK),
+    "feature_maps": Method(feature_maps, FeatureMapsConfig, ANY_TASK),
+    "activation_max": Method(activation_max, ActivationMaxConfig, ANY_TASK),
+    "class_models": Method(class_models, ClassModelsConfig, ("classification",)),
+    "saliency": Method(saliency, SaliencyConfig, ("classification",)),
+    "deep_dream": Method(deep_dream, DeepDreamConfig, ANY_TASK),
 }
 
 
-def requested(cfg: DictConfig) -> list[str]:
-    """The method names in ``visualize`` (a name or a list), checked; [] when null."""
+def parse_visualization(name: str, settings: Mapping[str, Any] | DictConfig | None) -> Schema:
+    """Method ``name``'s settings (``visualization.<name>``, configs/visualization/<name>.yaml)
+    as its schema: ConfigError naming the method or ``visualization.<name>.<key>`` otherwise.
+    Which layers, classes and sample indices exist only the model and the data say, later."""
+    if name not in METHODS:
+        raise ConfigError(f"visualize: unknown method {name!r}; valid: {', '.join(METHODS)}")
+    return METHODS[name].settings.parse(settings, f"visualization.{name}")
+
+
+def requested_settings(cfg: DictConfig) -> dict[str, Schema]:
+    """The methods in ``visualize`` (a name or a list; {} when null), each with its settings
+    checked: a typo fails before the checkpoint is read and before any method has run."""
     names = to_plain(cfg.get("visualize"))
     if not names:
-        return []
+        return {}
     names = [names] if isinstance(names, str) else list(names)
-    settings = to_plain(cfg.get("visualization")) or {}
-    for name in names:
-        if name not in METHODS:
-            raise ConfigError(f"visualize: unknown method {name!r}; valid: {', '.join(METHODS)}")
-        # Counts and weights up front, so that a typo fails before any method has run; each
-        # method checks its own lower bounds (>= 1) and layers, classes and indices later.
-        for key, value in (settings.get(name) or {}).items():
-            if key in NON_NEGATIVE and value is not None:
-                check_number(name, key, value)
-    return names
+    settings = cfg.get("visualization") or {}
+    return {name: parse_visualization(name, settings.get(name)) for name in names}
+
+
+def requested(cfg: DictConfig) -> list[str]:
+    """The method names in ``visualize``, their settings checked; [] when null."""
+    return list(requested_settings(cfg))
 
 
 def device_for(cfg: DictConfig) -> torch.device:
@@ -78,22 +93,21 @@ def device_for(cfg: DictConfig) -> torch.device:
 def visualize(
     cfg: DictConfig,
     checkpoint: Checkpoint,
-    datamodule: Any,
+    datamodule: ZooDataModule,
     report: dict[str, Any],
     output_dir: Path,
     loggers: Sequence[Logger],
 ) -> dict[str, Any]:
     """Run each method in ``cfg.visualize`` on the checkpoint's network; add what each reached
     to ``report`` under its name, write metrics.json, and return the report."""
-    names = requested(cfg)
+    settings = requested_settings(cfg)
     model = checkpoint.model
-    for name in names:
+    for name in settings:
         if model.task not in METHODS[name].tasks:
             raise ConfigError(
                 f"visualize: {name} is for {' and '.join(METHODS[name].tasks)} models; this is "
                 f"a {model.task} model"
             )
-    settings = to_plain(cfg.get("visualization")) or {}
     network = model.to(device_for(cfg)).eval()
     # Gradients flow to the input only.
     for parameter in network.parameters():
@@ -114,9 +128,9 @@ def visualize(
         loggers=loggers,
     )
     timings = {}
-    for name in names:
+    for name, method_settings in settings.items():
         cpu, wall = time.process_time(), time.perf_counter()
-        report[name] = METHODS[name].run(ctx, settings.get(name) or {})
+        report[name] = METHODS[name].run(ctx, method_settings)
         timings[name] = {
             "cpu_s": round(time.process_time() - cpu, 2),
             "wall_s": round(time.perf_counter() - wall, 2),

@@ -3,41 +3,44 @@ channels, and integrated gradients (Sundararajan et al. 2017), both from captum.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from captum.attr import IntegratedGradients, Saliency
 
-from zoo.core.errors import ConfigError
 from zoo.core.plots import labelled_grid
-from zoo.evaluation.visualize.common import Context, check_number, split_samples
+from zoo.core.schema import Schema, option
+from zoo.evaluation.visualize.common import Context, split_samples
 
 ATTRIBUTIONS = ("saliency", "integrated_gradients")
 
 
-def saliency(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
+@dataclass
+class SaliencyConfig(Schema):
+    """configs/visualization/saliency.yaml."""
+
+    samples: int = option(8, ge=1)
+    shown: int = option(8, ge=0)
+    methods: list[str] = option(
+        default_factory=lambda: list(ATTRIBUTIONS),
+        valid=lambda v: all(method in ATTRIBUTIONS for method in v),
+        what=f"a list of methods among {', '.join(ATTRIBUTIONS)}",
+    )
+    ig_steps: int = option(32, ge=1)
+    # null: don't measure the attribution on the ink against the background.
+    ink_threshold: float | None = option(None, ge=0, what="a number >= 0 or null")
+
+
+def saliency(ctx: Context, cfg: SaliencyConfig) -> dict[str, Any]:
     """Saliency and integrated-gradient maps of the predicted class for ``samples`` samples of
     the split (the first ``shown`` drawn); with ``ink_threshold``, each map's mean on pixels
     brighter than it (a digit's ink) over its mean on the rest."""
-    samples, shown, steps = cfg.get("samples", 8), cfg.get("shown", 8), cfg.get("ig_steps", 32)
-    check_number("saliency", "samples", samples, low=1, integer=True)
-    check_number("saliency", "shown", shown, integer=True)
-    check_number("saliency", "ig_steps", steps, low=1, integer=True)
-    methods = list(cfg.get("methods", ATTRIBUTIONS))
-    for method in methods:
-        if method not in ATTRIBUTIONS:
-            raise ConfigError(
-                f"visualization.saliency.methods: {method!r} is not one of "
-                f"{', '.join(ATTRIBUTIONS)}"
-            )
-    threshold = cfg.get("ink_threshold")
-    if threshold is not None:
-        check_number("saliency", "ink_threshold", threshold)
-    images, labels = split_samples(ctx, count=samples)
+    shown, threshold = cfg.shown, cfg.ink_threshold
+    images, labels = split_samples(ctx, count=cfg.samples)
     with torch.no_grad():
         preds = torch.cat([ctx.model(chunk).argmax(1) for chunk in images.split(256)])
-    maps: dict[str, list[torch.Tensor]] = {method: [] for method in methods}
+    maps: dict[str, list[torch.Tensor]] = {method: [] for method in cfg.methods}
     low = ctx.bounds()[0].to(ctx.device)
     for chunk, target in zip(images.split(64), preds.split(64), strict=True):
         chunk = chunk.detach().clone().requires_grad_(True)
@@ -48,7 +51,11 @@ def saliency(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
             # The baseline is a black image in pixel space (MNIST's background).
             baseline = low.expand_as(chunk)
             ig = IntegratedGradients(ctx.model).attribute(
-                chunk, baselines=baseline, target=target, n_steps=steps, internal_batch_size=256
+                chunk,
+                baselines=baseline,
+                target=target,
+                n_steps=cfg.ig_steps,
+                internal_batch_size=256,
             )
             maps["integrated_gradients"].append(ig.abs().amax(dim=1).detach())
     pixels = ctx.to_pixels(images)

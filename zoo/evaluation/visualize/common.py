@@ -16,6 +16,8 @@ from torch import nn
 
 from zoo.core.errors import ConfigError
 from zoo.core.plots import log_figure
+from zoo.core.schema import Schema, is_integer, option
+from zoo.data.base import ZooDataModule
 from zoo.evaluation.predict import find_images, load_images
 
 
@@ -28,7 +30,7 @@ class Context:
     num_classes: int
     in_channels: int
     image_size: int
-    datamodule: Any
+    datamodule: ZooDataModule
     split: str
     mean: torch.Tensor  # (1, C, 1, 1): normalised = (pixel - mean) / std
     std: torch.Tensor
@@ -54,12 +56,22 @@ class Context:
         return path.name
 
 
-def check_number(section: str, key: str, value: Any, low: float = 0, integer: bool = False) -> None:
-    """ConfigError unless ``value`` is a number (an int if ``integer``) >= ``low``."""
-    kinds = int if integer else int | float
-    if isinstance(value, bool) or not isinstance(value, kinds) or value < low:
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"visualization.{section}.{key} must be {kind} >= {low}, got {value!r}")
+# What a ``layers`` setting holds: module names as ``python -m zoo.tools.summary`` prints them.
+LAYER_NAMES = "a layer's name, a list of them, or null for every convolution"
+
+
+def is_layer_names(value: Any) -> bool:
+    """A layer's name, a list of names, or None (a name Hydra read as a number included)."""
+    names = value if isinstance(value, list) else [value]
+    return value is None or all(isinstance(n, str | int) and not isinstance(n, bool) for n in names)
+
+
+# What an ``image`` setting holds.
+IMAGE = "a sample index >= 0 or an image file"
+
+
+def is_image(value: Any) -> bool:
+    return isinstance(value, str) or (is_integer(value) and value >= 0)
 
 
 def layers_of(model: nn.Module) -> dict[str, nn.Module]:
@@ -91,8 +103,8 @@ def chosen_layers(ctx: Context, names: Any, section: str) -> dict[str, nn.Module
                 f"name layers with visualization.{section}.layers=[...]"
             )
         return found
-    names = [names] if isinstance(names, str) else list(names)
-    return {str(n): find_layer(ctx.model, n, section) for n in names}
+    names = names if isinstance(names, list) else [names]
+    return {str(n): find_layer(ctx.model, str(n), section) for n in names}
 
 
 def check_class(ctx: Context, index: Any, section: str) -> int:
@@ -160,21 +172,12 @@ def split_samples(
 
 
 def input_image(ctx: Context, image: Any, section: str) -> torch.Tensor:
-    """(1, C, H, W), normalised: the image file named, or the split's sample at an index."""
-    if isinstance(image, int) and not isinstance(image, bool):
-        check_number(section, "image", image, integer=True)
+    """(1, C, H, W), normalised: the image file named, or the split's sample at an index
+    (``image`` as :func:`is_image` admits)."""
+    if is_integer(image):
         return split_samples(ctx, indices=[image])[0]
-    if not isinstance(image, str):
-        raise ConfigError(
-            f"visualization.{section}.image must be a sample index or an image file, got {image!r}"
-        )
-    preprocess = getattr(ctx.datamodule, "preprocess_images", None)
-    if preprocess is None:
-        raise ConfigError(
-            f"visualization.{section}: {type(ctx.datamodule).__name__} cannot preprocess image "
-            "files; give a sample index instead"
-        )
-    return preprocess(load_images(find_images(image), ctx.in_channels)[:1]).to(ctx.device)
+    images = load_images(find_images(image), ctx.in_channels)[:1]
+    return ctx.datamodule.preprocess_images(images).to(ctx.device)
 
 
 def random_start(ctx: Context, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -191,37 +194,23 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class Ascent:
+class Ascent(Schema):
     """Gradient ascent on the input: x_i = x_{i-1} + lr ∇x [objective - l2 ||x||² - tv ||∇x||²],
-    with optional jitter, the projection onto ||x|| = rho, and the clamp to the pixel range.
+    with optional jitter, the projection onto ||x|| = rho, and the clamp to the pixel range; the
+    settings the methods that optimise an input share (their schemas' base).
 
     Written by hand: captum and torchvision have attribution, not input optimisation. The step is
     scaled by the gradient's RMS per image, so one lr suits every layer's scale.
     """
 
-    steps: int = 200
-    lr: float = 0.1
-    l2: float = 0.0
-    tv: float = 0.0
-    jitter: int = 0
-    rho: float | None = None
-
-    @classmethod
-    def from_config(cls, section: str, cfg: Mapping[str, Any]) -> Ascent:
-        for key, integer in (("steps", True), ("lr", False), ("l2", False), ("tv", False)):
-            check_number(section, key, cfg.get(key, getattr(cls, key)), integer=integer)
-        check_number(section, "jitter", cfg.get("jitter", 0), integer=True)
-        rho = cfg.get("rho")
-        if rho is not None:
-            check_number(section, "rho", rho)
-        return cls(
-            steps=cfg.get("steps", cls.steps),
-            lr=float(cfg.get("lr", cls.lr)),
-            l2=float(cfg.get("l2", 0.0)),
-            tv=float(cfg.get("tv", 0.0)),
-            jitter=int(cfg.get("jitter", 0)),
-            rho=None if rho is None else float(rho),
-        )
+    # A count (an int: OmegaConf refuses 1.5); a negative one is refused in the words refusals
+    # have always used.
+    steps: int = option(200, ge=0, what="a number >= 0")
+    lr: float = option(0.1, ge=0)
+    l2: float = option(0.0, ge=0)
+    tv: float = option(0.0, ge=0)
+    jitter: int = option(0, ge=0)
+    rho: float | None = option(None, gt=0, what="a number > 0, or null for no constraint")
 
     def run(
         self,

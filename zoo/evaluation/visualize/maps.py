@@ -3,7 +3,7 @@ input produces (the lecture's layer-1 and layer-3 filters, and its feature-map f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -12,14 +12,38 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from zoo.core.errors import ConfigError
+from zoo.core.schema import Schema, option
 from zoo.evaluation.visualize.common import (
+    IMAGE,
+    LAYER_NAMES,
     Context,
     Recorder,
-    check_number,
     chosen_layers,
     convolutions,
     input_image,
+    is_image,
+    is_layer_names,
 )
+
+
+@dataclass
+class FiltersConfig(Schema):
+    """configs/visualization/filters.yaml."""
+
+    layers: Any = option(None, valid=is_layer_names, what=LAYER_NAMES)
+    # Input channels drawn of a layer that doesn't read 3; null: the first max_channels.
+    channels: list[int] | None = None
+    max_channels: int = option(8, ge=1)
+    max_filters: int = option(64, ge=1)
+
+
+@dataclass
+class FeatureMapsConfig(Schema):
+    """configs/visualization/feature_maps.yaml."""
+
+    layers: Any = option(None, valid=is_layer_names, what=LAYER_NAMES)
+    image: Any = option(0, valid=is_image, what=IMAGE)
+    max_maps: int = option(64, ge=1)
 
 
 def _show(ax: Any, grid: torch.Tensor, title: str) -> None:
@@ -40,18 +64,14 @@ def _scaled(kernels: torch.Tensor) -> torch.Tensor:
     return (kernels - low.view(shape)) / (high - low).clamp_min(1e-12).view(shape)
 
 
-def filters(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
+def filters(ctx: Context, cfg: FiltersConfig) -> dict[str, Any]:
     """Each convolution's kernels as a grid: in colour when the layer reads 3 channels (the
     lecture's AlexNet conv1), otherwise one grid per input channel (``channels``: a few)."""
     if not convolutions(ctx.model):
         raise ConfigError(
             f"visualization.filters: {type(ctx.model).__name__} has no convolutions to draw"
         )
-    layers = chosen_layers(ctx, cfg.get("layers"), "filters")
-    max_filters = cfg.get("max_filters", 64)
-    check_number("filters", "max_filters", max_filters, low=1, integer=True)
-    channels, max_channels = cfg.get("channels"), cfg.get("max_channels", 8)
-    check_number("filters", "max_channels", max_channels, low=1, integer=True)
+    layers = chosen_layers(ctx, cfg.layers, "filters")
     results: dict[str, Any] = {}
     for name, layer in layers.items():
         if not isinstance(layer, nn.Conv2d):
@@ -59,7 +79,7 @@ def filters(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
                 f"visualization.filters: {name!r} is a {type(layer).__name__}, not a convolution; "
                 f"the convolutions: {', '.join(convolutions(ctx.model))}"
             )
-        weight = layer.weight.detach().float().cpu()[:max_filters]
+        weight = layer.weight.detach().float().cpu()[: cfg.max_filters]
         out, inputs = weight.shape[:2]
         rows = max(1, int(out**0.5))
         columns = -(-out // rows)
@@ -68,14 +88,14 @@ def filters(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
             grid = make_grid(_scaled(weight), nrow=columns, padding=1, pad_value=1.0)
             _show(ax, grid, f"{name}: {out} filters, {tuple(weight.shape[2:])}, RGB")
         else:
-            shown = list(range(inputs)) if channels is None else list(channels)
+            shown = list(range(inputs)) if cfg.channels is None else list(cfg.channels)
             for c in shown:
-                if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < inputs:
+                if not 0 <= c < inputs:
                     raise ConfigError(
                         f"visualization.filters.channels: {c!r} is out of range: {name} reads "
                         f"{inputs} channels"
                     )
-            shown = shown[:max_channels]
+            shown = shown[: cfg.max_channels]
             figure, axes = plt.subplots(
                 1, len(shown), figsize=(2.6 * len(shown), 2.8), squeeze=False
             )
@@ -93,12 +113,10 @@ def filters(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
     return results
 
 
-def feature_maps(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
+def feature_maps(ctx: Context, cfg: FeatureMapsConfig) -> dict[str, Any]:
     """The maps the chosen layers produce for one input (a file, or a sample of the split)."""
-    layers = chosen_layers(ctx, cfg.get("layers"), "feature_maps")
-    max_maps = cfg.get("max_maps", 64)
-    check_number("feature_maps", "max_maps", max_maps, low=1, integer=True)
-    x = input_image(ctx, cfg.get("image", 0), "feature_maps")
+    layers = chosen_layers(ctx, cfg.layers, "feature_maps")
+    x = input_image(ctx, cfg.image, "feature_maps")
     with Recorder(layers) as recorder, torch.no_grad():
         ctx.model(x)
     results: dict[str, Any] = {}
@@ -110,7 +128,7 @@ def feature_maps(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
                 f"visualization.feature_maps: {name!r} gives no 2-D maps (output {shape}); "
                 "choose a convolutional layer"
             )
-        maps = output[0, :max_maps].detach().float().cpu().unsqueeze(1)
+        maps = output[0, : cfg.max_maps].detach().float().cpu().unsqueeze(1)
         columns = max(1, int(len(maps) ** 0.5 + 0.999))
         figure, (left, right) = plt.subplots(
             1, 2, figsize=(8, 4), gridspec_kw={"width_ratios": [1, 2]}

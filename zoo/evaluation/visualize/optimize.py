@@ -3,32 +3,104 @@ unit), Simonyan et al.'s (2013) class models, and multi-octave deep dream."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import nn
 
+from zoo.core.config import to_plain
 from zoo.core.errors import ConfigError
 from zoo.core.plots import labelled_grid
+from zoo.core.schema import is_integer, option
 from zoo.evaluation.checkpoint import load_checkpoint
 from zoo.evaluation.visualize.common import (
+    IMAGE,
+    LAYER_NAMES,
     Ascent,
     Context,
     Recorder,
     check_class,
-    check_number,
     chosen_layers,
     convolutions,
     find_layer,
     fit_input,
     input_image,
+    is_image,
+    is_layer_names,
     random_start,
     split_samples,
 )
 
 TARGETS = ("unit", "filter", "layer")
+
+
+def _is_filters(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(is_integer(unit) and unit >= 0 for unit in value)
+    return is_integer(value) and value >= 1
+
+
+def _is_pixel(value: Any) -> bool:
+    return value is None or (len(value) == 2 and all(p >= 0 for p in value))
+
+
+@dataclass
+class ActivationMaxConfig(Ascent):
+    """configs/visualization/activation_max.yaml."""
+
+    layers: Any = option(None, valid=is_layer_names, what=LAYER_NAMES)
+    target: str = option("unit", choices=TARGETS)
+    filters: Any = option(
+        4, valid=_is_filters, what="a count >= 1 (the first N filters) or a list of indices"
+    )
+    pixel: list[int] | None = option(
+        None, valid=_is_pixel, what="[row, col], two integers >= 0, or null for the centre"
+    )
+    starts: int = option(9, ge=1)
+    seed: int = 0
+    data_samples: int = option(0, ge=0)
+
+
+@dataclass
+class ClassModelsConfig(Ascent):
+    """configs/visualization/class_models.yaml."""
+
+    # null: every class (up to MAX_CLASS_MODELS); the model says which indices exist.
+    classes: list[int] | None = None
+    seed: int = 0
+    other_ckpts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DeepDreamConfig(Ascent):
+    """configs/visualization/deep_dream.yaml.
+
+    Its key ``class`` is a Python keyword, which no field can be named: the field is ``class_``,
+    and :meth:`parse` reads and refuses it under its config name."""
+
+    image: Any = option(0, valid=is_image, what=IMAGE)
+    # null: the last convolution.
+    layer: str | None = None
+    # A class's score instead of the layer's activation; the model says which indices exist.
+    class_: int | None = None
+    octaves: int = option(3, ge=1)
+    scale: float = option(1.4, ge=1)
+    seed: int = 0
+
+    @classmethod
+    def parse(cls, node: Mapping[str, Any] | DictConfig | None, key: str) -> DeepDreamConfig:
+        values = to_plain(node) or {}
+        if isinstance(values, Mapping):
+            values = {("class_" if k == "class" else k): v for k, v in values.items()}
+        try:
+            return super().parse(values, key)
+        except ConfigError as err:
+            raise ConfigError(re.sub(r"\bclass_\b", "class", str(err))) from err
 
 
 def _output_of(ctx: Context, name: str, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -56,39 +128,28 @@ def _objective(
 
 
 def _units(section: str, spec: Any, count: int, name: str) -> list[int]:
-    units = list(range(min(spec, count))) if isinstance(spec, int) else list(spec)
+    units = list(range(min(spec, count))) if is_integer(spec) else list(spec)
     for unit in units:
-        if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit < count:
+        if not 0 <= unit < count:
             raise ConfigError(
                 f"visualization.{section}.filters: {unit!r} is out of range: {name} has {count}"
             )
     return units
 
 
-def activation_max(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
+def activation_max(ctx: Context, cfg: ActivationMaxConfig) -> dict[str, Any]:
     """For each target, ``starts`` inputs from N(0, 1) pushed up by gradient ascent; each
     reached value is reported beside the target's maximum over ``data_samples`` of the split."""
-    ascent = Ascent.from_config("activation_max", cfg)
-    kind = cfg.get("target", "unit")
-    if kind not in TARGETS:
-        raise ConfigError(
-            f"visualization.activation_max.target must be one of {', '.join(TARGETS)}, got {kind!r}"
-        )
-    starts, samples = cfg.get("starts", 9), cfg.get("data_samples", 0)
-    check_number("activation_max", "starts", starts, low=1, integer=True)
-    check_number("activation_max", "data_samples", samples, integer=True)
-    filters = cfg.get("filters", 4)
-    if isinstance(filters, int):
-        check_number("activation_max", "filters", filters, low=1, integer=True)
-    layers = chosen_layers(ctx, cfg.get("layers"), "activation_max")
-    generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
-    data = split_samples(ctx, count=samples)[0] if samples else None
+    kind, starts = cfg.target, cfg.starts
+    layers = chosen_layers(ctx, cfg.layers, "activation_max")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    data = split_samples(ctx, count=cfg.data_samples)[0] if cfg.data_samples else None
     probe = random_start(ctx, 1, generator)
     results: dict[str, Any] = {}
     for name, layer in layers.items():
         with torch.no_grad():
             shape = _output_of(ctx, name, layer, probe).shape[1:]
-        pixel = cfg.get("pixel")
+        pixel = cfg.pixel
         if len(shape) == 3:
             pixel = (shape[1] // 2, shape[2] // 2) if pixel is None else tuple(pixel)
             if len(pixel) != 2 or not all(
@@ -98,11 +159,11 @@ def activation_max(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
                     f"visualization.activation_max.pixel: {list(pixel)} is outside {name}'s "
                     f"{shape[1]}x{shape[2]} maps"
                 )
-        units = [0] if kind == "layer" else _units("activation_max", filters, shape[0], name)
+        units = [0] if kind == "layer" else _units("activation_max", cfg.filters, shape[0], name)
         images, titles, reached = [], [], {}
         for unit in units:
             objective = _objective(ctx, name, layer, kind, unit, pixel or (0, 0))
-            x = ascent.run(ctx, random_start(ctx, starts, generator), objective, generator)
+            x = cfg.run(ctx, random_start(ctx, starts, generator), objective, generator)
             with torch.no_grad():
                 values = objective(x).tolist()
                 data_max = None
@@ -133,12 +194,11 @@ def activation_max(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
 MAX_CLASS_MODELS = 64
 
 
-def class_models(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
+def class_models(ctx: Context, cfg: ClassModelsConfig) -> dict[str, Any]:
     """Simonyan et al. (2013): argmax_x S_c(x) - l2 ||x||², S_c the class score before the
     softmax, from N(0, 1); each image's softmax probability for its class is reported, and for
     any ``other_ckpts`` whether those models see the same class."""
-    ascent = Ascent.from_config("class_models", cfg)
-    classes = cfg.get("classes")
+    classes = cfg.classes
     if classes is None:
         if ctx.num_classes > MAX_CLASS_MODELS:
             raise ConfigError(
@@ -146,9 +206,9 @@ def class_models(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
                 "a few with visualization.class_models.classes=[...]"
             )
         classes = list(range(ctx.num_classes))
-    classes = [check_class(ctx, c, "class_models") for c in list(classes)]
-    generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
-    x = ascent.run(
+    classes = [check_class(ctx, c, "class_models") for c in classes]
+    generator = torch.Generator().manual_seed(cfg.seed)
+    x = cfg.run(
         ctx,
         random_start(ctx, len(classes), generator),
         lambda batch: ctx.model(batch).float()[torch.arange(len(classes)), classes],
@@ -163,7 +223,7 @@ def class_models(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
     }
     summary: dict[str, Any] = {"min_prob": min(own), "classes": results}
     others = {}
-    for path in cfg.get("other_ckpts") or []:
+    for path in cfg.other_ckpts:
         other = load_checkpoint(path).model.to(ctx.device).eval()
         if other.num_classes != ctx.num_classes:
             raise ConfigError(
@@ -182,7 +242,7 @@ def class_models(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
         summary["other_ckpts"] = others
     titles = [f"class {c}: p={p:.3f}" for c, p in zip(classes, own, strict=True)]
     figure = labelled_grid(ctx.to_pixels(x), titles, columns=min(10, len(classes)), rescale=False)
-    figure.suptitle(f"class models (Simonyan et al. 2013), l2 = {ascent.l2:g}", fontsize=10)
+    figure.suptitle(f"class models (Simonyan et al. 2013), l2 = {cfg.l2:g}", fontsize=10)
     figure.tight_layout()
     summary["png"] = ctx.save("class_models", figure)
     return summary
@@ -196,18 +256,14 @@ def _accepts(model: nn.Module, side: int) -> bool:
     return True
 
 
-def deep_dream(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
+def deep_dream(ctx: Context, cfg: DeepDreamConfig) -> dict[str, Any]:
     """Deep dream: gradient ascent of a layer's norm (or a class score) from an input image,
     octave by octave from coarse to fine, the detail each octave adds carried to the next.
 
     Written by hand (no library here does it). Models that take only their training size
     (LeNet-5) see each octave resized to it, inside the graph.
     """
-    ascent = Ascent.from_config("deep_dream", cfg)
-    octaves, scale = cfg.get("octaves", 3), cfg.get("scale", 1.4)
-    check_number("deep_dream", "octaves", octaves, low=1, integer=True)
-    check_number("deep_dream", "scale", scale, low=1)
-    target = cfg.get("class")
+    target = cfg.class_
     if target is not None:
         if ctx.task != "classification":
             raise ConfigError(
@@ -220,7 +276,7 @@ def deep_dream(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
         def objective(x: torch.Tensor) -> torch.Tensor:
             return ctx.model(fit(x)).float()[:, target]
     else:
-        name = cfg.get("layer")
+        name = cfg.layer
         if name is None:
             convs = list(convolutions(ctx.model))
             if not convs:
@@ -237,17 +293,17 @@ def deep_dream(ctx: Context, cfg: Mapping[str, Any]) -> dict[str, Any]:
             return x
         return fit_input(ctx.model, x, ctx.image_size)
 
-    base = input_image(ctx, cfg.get("image", 0), "deep_dream")
+    base = input_image(ctx, cfg.image, "deep_dream")
     side = base.shape[-1]
-    sizes = [max(4, round(side / scale**k)) for k in reversed(range(octaves))]
-    generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))  # the jitter's
+    sizes = [max(4, round(side / cfg.scale**k)) for k in reversed(range(cfg.octaves))]
+    generator = torch.Generator().manual_seed(cfg.seed)  # the jitter's
     detail = torch.zeros_like(base)
     with torch.no_grad():
         start = float(objective(base)[0])
     for size in sizes:
         shrunk = F.interpolate(base, size=(size, size), mode="bilinear", align_corners=False)
         grown = F.interpolate(detail, size=(size, size), mode="bilinear", align_corners=False)
-        dreamt = ascent.run(ctx, shrunk + grown, objective, generator)
+        dreamt = cfg.run(ctx, shrunk + grown, objective, generator)
         detail = dreamt - shrunk
     with torch.no_grad():
         end = float(objective(dreamt)[0])

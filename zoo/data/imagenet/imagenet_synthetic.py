@@ -3,26 +3,63 @@ shapes, so a model's speed can be measured without the dataset."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Sequence
+from typing import ClassVar
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
+from zoo.core.errors import ConfigError
+from zoo.core.schema import option
+from zoo.data.base import (
+    DataSchema,
+    Normalization,
+    ZooDataModule,
+    batch_size_field,
+    channels_field,
+    eval_batch_size_field,
+    image_size_field,
+    num_classes_field,
+    num_workers_field,
+)
 from zoo.data.imagenet.layout import NUM_CLASSES
 from zoo.data.sampling import LoaderPerSplit, evaluation_share, split_batch_size
 
 log = logging.getLogger(__name__)
 
 
-class ImageNetSyntheticDataModule(LoaderPerSplit, pl.LightningDataModule):
+@dataclasses.dataclass(kw_only=True)
+class ImageNetSyntheticConfig(DataSchema):
+    """configs/data/imagenet_synthetic.yaml."""
+
+    title: ClassVar[str] = "data=imagenet_synthetic"
+    must_match: ClassVar[tuple[str, ...]] = (*DataSchema.must_match, "classes")
+
+    name: str = "imagenet_synthetic"
+    batch_size: int = batch_size_field(256)
+    eval_batch_size: int | None = eval_batch_size_field()
+    num_workers: int = num_workers_field(0)
+    image_size: int | None = image_size_field(224)
+    classes: int = option(NUM_CLASSES, ge=1)
+    train_size: int = option(1_281_167, ge=1)
+    val_size: int = option(50_000, ge=1)
+    seed: int = 0
+    channels: int = channels_field(3, 3)
+    num_classes: int | None = num_classes_field(None)  # configs: ${.classes}
+    class_names: list[str] | None = None
+
+
+class ImageNetSyntheticDataModule(LoaderPerSplit, ZooDataModule):
     """SYNTHETIC: random images and labels with ImageNet's shapes, for throughput only.
 
     One fixed random batch lives on the training device and every step reuses it, so the
     measurement is the model's alone; the accuracies it logs mean nothing.
     """
 
-    channels = 3
+    task = "classification"
+    schema = ImageNetSyntheticConfig
 
     def __init__(
         self,
@@ -38,9 +75,23 @@ class ImageNetSyntheticDataModule(LoaderPerSplit, pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.num_classes = classes
-        self.class_names = [f"synthetic_{i}" for i in range(classes)]
         self.labels: dict[str, torch.Tensor] = {}
         self._images: torch.Tensor | None = None
+
+    def normalization(self) -> Normalization:
+        """None to speak of: the images are drawn in the network's input space (N(0, 1)), which
+        pixel space is taken to be."""
+        return Normalization((0.0,) * 3, (1.0,) * 3)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [f"synthetic_{i}" for i in range(self.hparams.classes)]
+
+    def preprocess_images(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        raise ConfigError(
+            "data=imagenet_synthetic is random tensors, not images: name the dataset the model "
+            "was trained for (data=imagenet, data=image_folder) to preprocess image files"
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.labels:

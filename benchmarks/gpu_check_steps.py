@@ -1,7 +1,7 @@
-"""The steps of the GPU check (``zoo.tools.gpu_check``) that run in Python, each in a process of
+"""The steps of the GPU check (``benchmarks.gpu_check``) that run in Python, each in a process of
 its own, so that a crash or a hung GPU loses that step alone:
 
-    python -m zoo.tools.gpu_check_steps {mnist,resnet18,models,imagenet,profile} --out DIR
+    python -m benchmarks.gpu_check_steps {mnist,resnet18,models,imagenet,profile} --out DIR
 
 Each writes ``DIR/<step>.json`` after every row it measures: what was measured before a failure
 or a timeout is kept. Also the callbacks that the check's train.py runs take:
@@ -36,14 +36,15 @@ import pytorch_lightning as pl
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from zoo.tools import bench
-from zoo.tools.gpu_check import (
-    CARRIED_MNIST,
+from benchmarks.gpu_check import (
     REPO_ROOT,
     RESNET18_OPTIONS,
+    STAGED_MNIST,
     data_dir,
     dry_run,
 )
+from zoo.core.logs import quiet_library_noise
+from zoo.tools import bench
 
 DRY = dry_run()
 DEVICE = torch.device("cpu" if DRY else "cuda")
@@ -198,7 +199,7 @@ def jpeg_tree(root: Path, distinct: int, links: int) -> Path:
     """An ImageNet-layout tree of generated JPEGs, each file hard-linked ``links`` times under
     further names: encoding thousands of 500x375 JPEGs would take most of the step's budget,
     and decoding a copy costs what decoding the original does."""
-    from zoo.data.imagenet.bench import write_jpeg_tree
+    from benchmarks.imagenet_pipeline import write_jpeg_tree
 
     per_class = distinct // PIPELINE_CLASSES
     write_jpeg_tree(root, PIPELINE_CLASSES, per_class, 1)
@@ -210,8 +211,8 @@ def jpeg_tree(root: Path, distinct: int, links: int) -> Path:
 
 
 def step_imagenet(out: Path) -> None:
-    """zoo.data.imagenet.bench's measurement on the device, both decoders."""
-    from zoo.data.imagenet.bench import measure
+    """benchmarks.imagenet_pipeline's measurement on the device, both decoders."""
+    from benchmarks.imagenet_pipeline import measure
 
     results = Results(out, "imagenet")
     distinct, links, batch_size, workers, epochs = PIPELINE
@@ -262,7 +263,7 @@ def unpack_mnist(source: Path, target: Path) -> None:
 
 
 def step_mnist(out: Path) -> None:
-    """The real MNIST where train.py looks for it, unpacked from the carried .gz files and
+    """The real MNIST where train.py looks for it, unpacked from the staged .gz files and
     checked against the published md5s; the dry run unpacks into --out instead. Also the
     versions and device, for the summary's first line."""
     from zoo.data.mnist.files import MNIST_MD5, raw_dir, verified
@@ -270,16 +271,16 @@ def step_mnist(out: Path) -> None:
     results = Results(out, "mnist")
     results.notes["environment"] = environment()
     results.save()
-    carried = REPO_ROOT / CARRIED_MNIST
+    staged = REPO_ROOT / STAGED_MNIST
     home = data_dir()
     target = out / "mnist" if DRY else home
-    packed = all((carried / f"{name}.gz").is_file() for name in MNIST_MD5)
+    packed = all((staged / f"{name}.gz").is_file() for name in MNIST_MD5)
     verify = True
     if verified(raw_dir(target)):
         source = f"already in {raw_dir(target)}"
     elif packed:
-        unpack_mnist(carried, target)
-        source = f"unpacked from {CARRIED_MNIST}"
+        unpack_mnist(staged, target)
+        source = f"unpacked from {STAGED_MNIST}"
     elif DRY and verified(raw_dir(home)):
         target, source = home, f"already in {raw_dir(home)}"
     elif DRY:
@@ -287,8 +288,8 @@ def step_mnist(out: Path) -> None:
         source, verify = "synthetic stand-in (no real MNIST here)", False
     else:
         raise FileNotFoundError(
-            f"no MNIST in {raw_dir(home)} and none carried in {CARRIED_MNIST}/: run "
-            "`make gpu-stage` on the staging machine and carry that folder"
+            f"no MNIST in {raw_dir(home)} and none staged in {STAGED_MNIST}/: run "
+            "`make gpu-stage` in this repository on a machine with network first"
         )
     if verify and not verified(raw_dir(target)):
         raise ValueError(f"the MNIST files in {raw_dir(target)} do not match the published md5s")
@@ -412,7 +413,7 @@ def profile_lightning(out: Path, args: argparse.Namespace) -> None:
 
 def profile_imagenet_gpu(out: Path) -> None:
     """A few batches through the decode=gpu pipeline, after the first ones."""
-    from zoo.data.imagenet.datamodule import ImageNetDataModule
+    from zoo.data.imagenet.imagenet import ImageNetDataModule
 
     distinct, _, batch_size, workers, _ = PIPELINE
     with tempfile.TemporaryDirectory() as tmp:
@@ -495,13 +496,14 @@ STEPS: dict[str, Callable[..., None]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zoo.tools.gpu_check_steps")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check_steps")
     parser.add_argument("step", choices=[*STEPS, "profile"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--row", default=None, help="profile: resnet18, lightning, imagenet_gpu")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
     args = parser.parse_args(argv)
+    quiet_library_noise()
     if DEVICE.type == "cuda" and not torch.cuda.is_available():
         print("gpu_check_steps: no CUDA device (GPU_CHECK_DRY=1 runs on the CPU)", file=sys.stderr)
         return 2

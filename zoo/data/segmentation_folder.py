@@ -19,23 +19,73 @@ fail with the file's name. The pairs then stay in memory as uint8 tensors, ``N x
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from zoo.data.images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MODES, decode, read_bytes, read_header
-from zoo.data.segmentation import (
-    SPLITS,
-    InMemorySegmentationDataModule,
-    SegmentationDataError,
-    Split,
+from zoo.core.errors import ConfigError, ZooError
+from zoo.core.schema import option
+from zoo.data.base import (
+    DataSchema,
+    Normalization,
+    batch_size_field,
+    channels_field,
+    eval_batch_size_field,
+    image_size_field,
+    num_workers_field,
 )
+from zoo.data.images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MODES, decode, read_bytes, read_header
+from zoo.data.in_memory import SEGMENTATION_SPLITS, InMemorySegmentationDataModule, Split
 
 log = logging.getLogger(__name__)
+# Masks are read as up to 16-bit PNGs.
+MAX_CLASSES = 65536
+
+
+class SegmentationDataError(ZooError, ValueError):
+    """Segmentation data that can't be used as it is; the message names the file."""
+
+
+@dataclasses.dataclass(kw_only=True)
+class SegmentationFolderConfig(DataSchema):
+    """configs/data/segmentation_folder.yaml."""
+
+    title: ClassVar[str] = "data=segmentation_folder"
+    must_match: ClassVar[tuple[str, ...]] = (
+        *DataSchema.must_match,
+        "val_fraction",
+        "test_fraction",
+        "split_seed",
+    )
+
+    name: str = "segmentation_folder"
+    root: str
+    image_size: int | None = image_size_field(256)
+    val_fraction: float = option(0.1, gt=0, lt=1)
+    test_fraction: float = option(0.1, gt=0, lt=1)
+    split_seed: int = 12345
+    batch_size: int = batch_size_field(8)
+    eval_batch_size: int | None = eval_batch_size_field()
+    num_workers: int = num_workers_field(0)
+    device_resident: bool = True
+    max_image_pixels: int = option(MAX_IMAGE_PIXELS, ge=1)
+    channels: int = channels_field(3, 1, 3)
+    num_classes: int = option(ge=2, le=MAX_CLASSES)  # required: what the masks hold
+    class_names: list[str] | None = None
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                f"{key}.val_fraction + {key}.test_fraction must be < 1, got {self.val_fraction} "
+                f"+ {self.test_fraction}: nothing would be left to train on"
+            )
 
 
 def _files(folder: Path, suffixes: Sequence[str]) -> dict[Path, Path]:
@@ -124,6 +174,8 @@ def read_pair(
 class SegmentationFolderDataModule(InMemorySegmentationDataModule):
     """The user's own images and PNG masks of class indices, split by fractions."""
 
+    schema = SegmentationFolderConfig
+
     def __init__(
         self,
         root: str,
@@ -138,24 +190,9 @@ class SegmentationFolderDataModule(InMemorySegmentationDataModule):
         num_workers: int = 0,
         device_resident: bool = True,
         max_image_pixels: int = MAX_IMAGE_PIXELS,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        if channels not in MODES:
-            raise ValueError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {channels}")
-        if not isinstance(max_image_pixels, int) or max_image_pixels < 1:
-            raise ValueError(
-                f"data.max_image_pixels must be an integer >= 1, got {max_image_pixels!r}"
-            )
-        if num_classes < 2 or num_classes > 65536:
-            raise ValueError(f"data.num_classes must be in [2, 65536], got {num_classes}")
-        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 < value < 1.0:
-                raise ValueError(f"data.{key} must be in (0, 1), got {value}")
-        if val_fraction + test_fraction >= 1.0:
-            raise ValueError(
-                f"data.val_fraction + data.test_fraction must be < 1, got {val_fraction} + "
-                f"{test_fraction}: nothing would be left to train on"
-            )
         root_path = Path(root).expanduser()
         for folder in ("images", "masks"):
             if not (root_path / folder).is_dir():
@@ -167,6 +204,13 @@ class SegmentationFolderDataModule(InMemorySegmentationDataModule):
         self.root = root_path
         self.num_classes = num_classes
         self.channels = channels
+        self._normalization: Normalization | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        """data.class_names, else the class indices."""
+        given = self.hparams.class_names
+        return [str(name) for name in given] if given else [str(i) for i in range(self.num_classes)]
 
     def split_pairs(self, pairs: list[tuple[Path, Path]]) -> dict[str, list[tuple[Path, Path]]]:
         hp = self.hparams
@@ -205,11 +249,15 @@ class SegmentationFolderDataModule(InMemorySegmentationDataModule):
 
     def load_splits(self) -> dict[str, Split]:
         by_split = self.split_pairs(pair_files(self.root))
-        return {split: self._load(by_split[split]) for split in SPLITS}
+        return {split: self._load(by_split[split]) for split in SEGMENTATION_SPLITS}
 
-    def normalization(self, train_images: torch.Tensor) -> tuple[Sequence[float], Sequence[float]]:
-        # The training split's own statistics: the user's images may look like anything.
-        scaled = train_images.float().div(255)
-        mean = scaled.mean(dim=(0, 2, 3))
-        std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-3)
-        return mean.tolist(), std.tolist()
+    def normalization(self) -> Normalization:
+        """The training split's own statistics (the user's images may look like anything); the
+        splits are loaded for them if setup() has not loaded them yet."""
+        if self._normalization is None:
+            self.load()
+            scaled = self.splits["train"].tensors[0].float().div(255)
+            mean = scaled.mean(dim=(0, 2, 3))
+            std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-3)
+            self._normalization = Normalization(tuple(mean.tolist()), tuple(std.tolist()))
+        return self._normalization

@@ -1,4 +1,4 @@
-"""zoo.tools.step_profile: the variants it times are what they say, and the report adds up."""
+"""benchmarks.step_profile: the variants it times are what they say, and the report adds up."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import step_profile
 from tests.conftest import synthetic_train_overrides
 from zoo.core.config import compose_config
-from zoo.tools import step_profile
 
 
 @pytest.fixture

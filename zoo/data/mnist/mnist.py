@@ -7,25 +7,89 @@ the device in ``on_after_batch_transfer``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from zoo.core.schema import Schema, option
+from zoo.data.base import (
+    DataSchema,
+    Normalization,
+    batch_size_field,
+    channels_field,
+    eval_batch_size_field,
+    image_size_field,
+    num_classes_field,
+    num_workers_field,
+)
 from zoo.data.distortions import RandomDistortion
 from zoo.data.in_memory import InMemoryDataModule, Split
 from zoo.data.mnist.files import ensure_mnist
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 RESIZE_MODES = ("pad", "bilinear")
+# MNIST's 60,000 training images, which data.val_size splits into train and validation.
+MNIST_TRAINING_IMAGES = 60_000
+DIGITS = [str(digit) for digit in range(10)]
+
+
+def val_size_field(default: int) -> Any:
+    """``val_size``: the validation digits, taken from MNIST's training images."""
+    return option(
+        default,
+        gt=0,
+        lt=MNIST_TRAINING_IMAGES,
+        what=f"an integer in (0, {MNIST_TRAINING_IMAGES}): the validation images taken from "
+        f"MNIST's {MNIST_TRAINING_IMAGES} training images, leaving the rest to train on",
+    )
+
+
+@dataclasses.dataclass(kw_only=True)
+class DistortionConfig(Schema):
+    """``data.distortion``: the random affine distortion of training batches."""
+
+    max_rotation: float = option(10.0, ge=0)  # degrees
+    max_scale: float = option(0.1, ge=0, lt=1)  # scale in [1 - max_scale, 1 + max_scale]
+    max_shift: float = option(2.0, ge=0)  # pixels
+
+
+@dataclasses.dataclass(kw_only=True)
+class MNISTConfig(DataSchema):
+    """configs/data/mnist.yaml."""
+
+    title: ClassVar[str] = "data=mnist"
+    must_match: ClassVar[tuple[str, ...]] = (
+        *DataSchema.must_match,
+        "resize",
+        "val_size",
+        "split_seed",
+    )
+
+    name: str = "mnist"
+    data_dir: str = "data"
+    batch_size: int = batch_size_field(128)
+    eval_batch_size: int | None = eval_batch_size_field()
+    num_workers: int = num_workers_field(0)
+    image_size: int | None = image_size_field(28)
+    resize: str = option("pad", choices=RESIZE_MODES)
+    val_size: int = val_size_field(5000)
+    split_seed: int = 12345
+    device_resident: bool = True
+    verify: bool = True
+    distortion: DistortionConfig | None = None
+    channels: int = channels_field(1, 1)
+    num_classes: int | None = num_classes_field(10, fixed=True)
+    class_names: list[str] | None = None
 
 
 def batch_transform(image_size: int, resize: str, mean: float, std: float) -> v2.Compose:
-    """uint8 (N, 1, 28, 28) -> normalised float (N, 1, S, S), on whatever device the batch is."""
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"data.resize must be one of {RESIZE_MODES}, got {resize!r}")
+    """uint8 (N, 1, 28, 28) -> normalised float (N, 1, S, S), on whatever device the batch is;
+    ``resize``: one of RESIZE_MODES."""
     steps: list[v2.Transform] = [v2.ToDtype(torch.float32, scale=True)]
     if image_size != 28:
         if resize == "pad" and image_size > 28 and (image_size - 28) % 2 == 0:
@@ -40,9 +104,8 @@ def batch_transform(image_size: int, resize: str, mean: float, std: float) -> v2
 class MNISTDataModule(InMemoryDataModule):
     """The real MNIST: a seeded 55,000 / 5,000 train/val split and the official 10,000 test set."""
 
-    num_classes = 10
-    channels = 1
-    class_names = tuple(str(digit) for digit in range(10))
+    task = "classification"
+    schema = MNISTConfig
 
     def __init__(
         self,
@@ -95,6 +158,13 @@ class MNISTDataModule(InMemoryDataModule):
         if self.distort is not None and training:
             images = self.distort(images)
         return images, labels.long()
+
+    def normalization(self) -> Normalization:
+        return Normalization((MNIST_MEAN,), (MNIST_STD,))
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(DIGITS)
 
     def preprocess_images(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """uint8 grey images (1, H, W) of any size, e.g. from files -> the batch training makes."""

@@ -1,13 +1,13 @@
-"""The GPU check: every CUDA path run once, and the GPU issue's speed rows beside timm's, in one
-call of at most 8 minutes.
+"""The GPU check: every CUDA path run once, and the GPU speed targets of docs/benchmarks.md
+measured beside timm's, in at most 8 minutes.
 
-    make gpu-stage                                   # here: the wheels and MNIST that travel
-    make gpu-check PY=python3                        # there: python -m zoo.tools.gpu_check
-    GPU_CHECK_DRY=1 python -m zoo.tools.gpu_check --out /tmp/rehearsal   # the CPU rehearsal
+    make gpu-stage                                   # online: the packages and MNIST it needs
+    make gpu-check PY=python3                        # on the GPU: python -m benchmarks.gpu_check
+    GPU_CHECK_DRY=1 python -m benchmarks.gpu_check --out /tmp/rehearsal   # the CPU rehearsal
 
 Steps, each in a process of its own with its own time budget, all within ``--budget``: a step
 that fails or runs out of time is recorded (status, error, log) and the next one runs. They
-install the carried wheels, unpack the carried MNIST, run ``pytest -m gpu``, time ResNet18 (three
+install the staged wheels, unpack the staged MNIST, run ``pytest -m gpu``, time ResNet18 (three
 option sets, plain loop vs Lightning, beside timm's resnet18), the ImageNet input pipeline,
 ``experiment=lenet_mnist_fast`` with MNIST resident and not, and the other models; then a short
 torch.profiler run of each row that misses its target. Everything goes to ``--out`` (``bench/``):
@@ -18,7 +18,7 @@ backend, the GPU tests in their CPU form): their numbers say that the steps work
 Without CUDA and without it, the check stops at once with one line.
 
 This module imports nothing heavy, so that it can say so at once; the steps that run Python
-are in ``zoo.tools.gpu_check_steps``.
+are in ``benchmarks.gpu_check_steps``.
 """
 
 from __future__ import annotations
@@ -43,19 +43,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# What travels to the GPU machine besides the working tree (git-ignored; the device run's carry).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# What `make gpu-stage` downloads, while online, for an offline GPU machine (both git-ignored):
+# the packages its Python lacks, as wheels, and MNIST's four IDX files, gzipped.
 WHEELS = Path(".whl")
-CARRIED_MNIST = Path("data/MNIST/gz")
-TRAVEL_LIMIT_MB = 64
-# "Far below" the limit: leaves room for whatever else a later check needs to carry.
-STAGE_MAX_MB = 32
+STAGED_MNIST = Path("data/MNIST/gz")
 
 # The dense bf16 peak of the H100 SXM, whose tensor cores the H200 shares. Lightning's table gives
 # the H200 2.0e15 FLOP/s, the sparse figure, and no entry of it matches "NVIDIA H200".
 DENSE_BF16_PEAK = 989.4e12
 
-# The GPU issue's targets.
+# The GPU targets (docs/benchmarks.md, "GPU check").
 RESNET18_IMAGES_PER_S = 15_000
 LIGHTNING_OVERHEAD = 0.03
 LENET_ACCURACY, LENET_FIT_SECONDS = 0.99, 2.0
@@ -85,7 +83,7 @@ TOTAL_BUDGET = (465.0, 3000.0)  # 8 minutes for `make gpu-check`, less what make
 SUMMARY_RESERVE = 5.0  # kept back for the summary
 MIN_STEP_SECONDS = 10.0  # a step given less than this would only start up and be stopped
 
-# The rows summary.md always has, measured or not (tests/tools/test_gpu_check.py checks them).
+# The rows summary.md always has, measured or not (tests/benchmarks/test_gpu_check.py checks them).
 TARGET_ROWS = (
     "pytest -m gpu",
     "ResNet18 224 px bf16 training",
@@ -141,7 +139,7 @@ class Check:
         self.deadline = self.start + budget
         self.steps: list[Step] = []
         paths = [str(REPO_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-        # Full tracebacks in the logs: there is no second look at a failure on the GPU machine.
+        # Full tracebacks in the logs: a failure on the GPU machine may not be rerun soon.
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
         self.env["PYTHONPATH"] = os.pathsep.join(paths)
         (out / "logs").mkdir(parents=True, exist_ok=True)
@@ -219,7 +217,7 @@ class Check:
 
     def worker(self, step: str, *args: str) -> list[str]:
         (self.out / f"{step}.json").unlink(missing_ok=True)
-        return self.python("-m", "zoo.tools.gpu_check_steps", step, "--out", str(self.out), *args)
+        return self.python("-m", "benchmarks.gpu_check_steps", step, "--out", str(self.out), *args)
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -232,24 +230,24 @@ def _kill_group(process: subprocess.Popen) -> None:
 
 
 def install_wheels(check: Check) -> None:
-    """The carried wheels into a folder of their own, first on every step's PYTHONPATH; the
-    dry run installs them too, into --out, so that the rehearsal installs what travels."""
+    """The staged wheels into a folder of their own, first on every step's PYTHONPATH; the
+    dry run installs them too, into --out, so that the rehearsal installs what was staged."""
     wheels = sorted((REPO_ROOT / WHEELS).glob("*.whl"))
     if not wheels:
         needed = ("hydra", "omegaconf", "torchinfo")
         missing = [name for name in needed if not importlib.util.find_spec(name)]
         if missing:
             error = f"{', '.join(missing)} missing and no {WHEELS}/ (make gpu-stage)"
-            check.record("setup", "install the carried wheels", "failed", error)
+            check.record("setup", "install the staged wheels", "failed", error)
         else:
-            check.record("setup", "install the carried wheels", "ok", f"no {WHEELS}/: installed")
+            check.record("setup", "install the staged wheels", "ok", f"no {WHEELS}/: installed")
         return
     site = check.out / "site" if check.dry else Path("/tmp/site")
     command = check.python(
         "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
         "--no-cache-dir", "--upgrade", "--target", str(site), *map(str, wheels),
     )  # fmt: skip
-    if check.run("setup", f"install {len(wheels)} carried wheels", command).status == "ok":
+    if check.run("setup", f"install {len(wheels)} staged wheels", command).status == "ok":
         check.env["PYTHONPATH"] = os.pathsep.join([str(site), check.env["PYTHONPATH"]])
 
 
@@ -277,7 +275,7 @@ def lenet_command(check: Check, row: str, resident: bool, mnist: Mapping[str, An
         f"data.data_dir={_quoted(mnist.get('data_dir', data_dir()))}",
         f"data.verify={str(mnist.get('verify', True)).lower()}",
         f"hydra.run.dir={_quoted(run_dir)}",
-        "+callbacks.peak_memory._target_=zoo.tools.gpu_check_steps.PeakMemory",
+        "+callbacks.peak_memory._target_=benchmarks.gpu_check_steps.PeakMemory",
         f"+callbacks.peak_memory.path={_quoted(run_dir / 'peak_memory.json')}",
     )  # fmt: skip
     if check.dry:
@@ -692,7 +690,7 @@ def run_profile(check: Check, goal: Target, mnist: Mapping[str, Any]) -> None:
         # The recipe itself, for two of its epochs, profiled from on_train_start to on_train_end.
         command = lenet_command(check, name, True, mnist)
         command += [
-            "+callbacks.profile._target_=zoo.tools.gpu_check_steps.TorchProfile",
+            "+callbacks.profile._target_=benchmarks.gpu_check_steps.TorchProfile",
             f"+callbacks.profile.out={_quoted(check.out)}",
             "+callbacks.profile.row=lenet_fast",
             "logger=none",
@@ -705,16 +703,16 @@ def run_profile(check: Check, goal: Target, mnist: Mapping[str, Any]) -> None:
     check.run(name, title, check.worker("profile", "--row", row, *goal.profile_args), "profile")
 
 
-# --- staging (here, before the device run) --------------------------------------------------
+# --- staging (online, for an offline GPU machine) ---------------------------------------------
 
 
 def gzip_mnist() -> list[Path]:
     """MNIST's four IDX files, fetched if need be and checked against the published md5s,
-    gzipped into the carried folder (no timestamps: the same bytes each time)."""
+    gzipped into the staging folder (no timestamps: the same bytes each time)."""
     from zoo.data.mnist.files import MNIST_MD5, ensure_mnist
 
     raw = ensure_mnist(data_dir())
-    target = REPO_ROOT / CARRIED_MNIST
+    target = REPO_ROOT / STAGED_MNIST
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for name in MNIST_MD5:
@@ -731,42 +729,19 @@ def gzip_mnist() -> list[Path]:
     return written
 
 
-def travelling_sizes() -> dict[str, int]:
-    """Bytes that a device run sends: the working tree git sees (tracked, and untracked but not
-    ignored) and each carried folder."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT, capture_output=True, check=True,
-    ).stdout.split(b"\0")  # fmt: skip
-    files = [REPO_ROOT / os.fsdecode(p) for p in listed if p]
-    sizes = {"working tree": sum(f.stat().st_size for f in files if f.is_file())}
-    for carried in (WHEELS, CARRIED_MNIST):
-        folder = REPO_ROOT / carried
-        sizes[f"{carried}/"] = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-    return sizes
-
-
 def stage() -> int:
+    """Gzip MNIST into data/MNIST/gz/ and list the wheels in .whl/: what an offline GPU machine
+    needs besides the repository."""
     for path in gzip_mnist():
-        print(f"{path.relative_to(REPO_ROOT)}: {path.stat().st_size / 2**20:.1f} MiB")
+        print(f"{path.relative_to(REPO_ROOT)}: {path.stat().st_size:,} bytes")
     wheels = sorted((REPO_ROOT / WHEELS).glob("*.whl"))
     print("wheels: " + (", ".join(w.name for w in wheels) or f"none in {WHEELS}/"))
-    sizes = travelling_sizes()
-    total = sum(sizes.values()) / 2**20
-    for what, size in sizes.items():
-        print(f"  {what:<16} {size / 2**20:6.1f} MiB")
-    print(f"  {'travels':<16} {total:6.1f} MiB of the device run's {TRAVEL_LIMIT_MB} MiB")
-    print(f"carry: [{json.dumps(str(WHEELS))}, {json.dumps(str(CARRIED_MNIST))}]")
-    if total > STAGE_MAX_MB:
-        print(f"gpu_check --stage: {total:.1f} MiB would travel, over {STAGE_MAX_MB} MiB",
-              file=sys.stderr)  # fmt: skip
-        return 1
     return 0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m zoo.tools.gpu_check", description=__doc__.splitlines()[0]
+        prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--out", type=Path, default=None,
                         help="results folder (default: $GPU_CHECK_OUT, else bench/)")  # fmt: skip
@@ -774,7 +749,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"seconds for all the steps (default {TOTAL_BUDGET[0]:.0f}; dry run "
                         f"{TOTAL_BUDGET[1]:.0f})")  # fmt: skip
     parser.add_argument("--stage", action="store_true",
-                        help="gzip MNIST for the carry; size what travels")  # fmt: skip
+                        help="gzip MNIST into data/MNIST/gz/ for an offline machine")  # fmt: skip
     return parser.parse_args(argv)
 
 

@@ -17,14 +17,28 @@ on the training device.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from typing import ClassVar
 
 import torch
 
-from zoo.data.mnist.classification import MNIST_MEAN, MNIST_STD, MNISTDataModule
-from zoo.data.segmentation import InMemorySegmentationDataModule, Split
+from zoo.core.errors import ConfigError
+from zoo.core.schema import option
+from zoo.data.base import (
+    DataSchema,
+    Normalization,
+    batch_size_field,
+    channels_field,
+    eval_batch_size_field,
+    image_size_field,
+    num_classes_field,
+    num_workers_field,
+)
+from zoo.data.in_memory import InMemorySegmentationDataModule, Split
+from zoo.data.mnist.mnist import DIGITS, MNIST_MEAN, MNIST_STD, MNISTDataModule, val_size_field
 
 DIGIT_SIZE = 28
+CLASS_NAMES = ["background", *DIGITS]
 # Fixed for every run and every config: the test canvases must be the same each time.
 TEST_SEED = 20151118
 # Canvases are composited this many at a time, to bound the (chunk, candidates, 28, 28) buffer.
@@ -100,12 +114,53 @@ def make_canvases(
     return images, masks
 
 
+@dataclasses.dataclass(kw_only=True)
+class MNISTSegmentationConfig(DataSchema):
+    """configs/data/mnist_segmentation.yaml."""
+
+    title: ClassVar[str] = "data=mnist_segmentation"
+    must_match: ClassVar[tuple[str, ...]] = (
+        *DataSchema.must_match,
+        "train_canvases",
+        "canvas_seed",
+        "val_size",
+        "split_seed",
+    )
+
+    name: str = "mnist_segmentation"
+    data_dir: str = "data"
+    batch_size: int = batch_size_field(32)
+    eval_batch_size: int | None = eval_batch_size_field()
+    num_workers: int = num_workers_field(0)
+    image_size: int | None = image_size_field(64, DIGIT_SIZE, " (an MNIST digit)")
+    min_digits: int = 1  # digits per canvas: 1 <= min_digits <= max_digits (check)
+    max_digits: int = 4
+    ink_threshold: float = option(0.5, gt=0, lt=1)
+    train_canvases: int = option(20000, ge=1)
+    val_canvases: int = option(1000, ge=1)
+    test_canvases: int = option(2000, ge=1)
+    canvas_seed: int = 0
+    val_size: int = val_size_field(5000)
+    split_seed: int = 12345
+    device_resident: bool = True
+    verify: bool = True
+    channels: int = channels_field(1, 1)
+    num_classes: int | None = num_classes_field(11, fixed=True)
+    class_names: list[str] | None = None
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        if not 1 <= self.min_digits <= self.max_digits:
+            raise ConfigError(
+                f"{key}.min_digits and {key}.max_digits must satisfy 1 <= min_digits <= "
+                f"max_digits, got {self.min_digits} and {self.max_digits}"
+            )
+
+
 class MNISTSegmentationDataModule(InMemorySegmentationDataModule):
     """64x64 canvases of 1 to 4 MNIST digits, 11 classes: background and the ten digits."""
 
-    num_classes = 11
-    channels = 1
-    class_names = ("background", *(str(digit) for digit in range(10)))
+    schema = MNISTSegmentationConfig
 
     def __init__(
         self,
@@ -127,24 +182,6 @@ class MNISTSegmentationDataModule(InMemorySegmentationDataModule):
         verify: bool = True,
     ) -> None:
         super().__init__()
-        if image_size < DIGIT_SIZE:
-            raise ValueError(
-                f"data.image_size must be >= {DIGIT_SIZE} (an MNIST digit), got {image_size}"
-            )
-        if not 1 <= min_digits <= max_digits:
-            raise ValueError(
-                "data.min_digits and data.max_digits must satisfy 1 <= min_digits <= max_digits, "
-                f"got {min_digits} and {max_digits}"
-            )
-        if not 0.0 < ink_threshold < 1.0:
-            raise ValueError(f"data.ink_threshold must be in (0, 1), got {ink_threshold}")
-        for key, value in (
-            ("train", train_canvases),
-            ("val", val_canvases),
-            ("test", test_canvases),
-        ):
-            if value < 1:
-                raise ValueError(f"data.{key}_canvases must be >= 1, got {value}")
         # Stored in the checkpoint, so evaluation can rebuild the same canvases.
         self.save_hyperparameters()
         # The digit splits come from the classification datamodule, so the two share them.
@@ -177,5 +214,9 @@ class MNISTSegmentationDataModule(InMemorySegmentationDataModule):
             )
         return splits
 
-    def normalization(self, train_images: torch.Tensor) -> tuple[Sequence[float], Sequence[float]]:
-        return [MNIST_MEAN], [MNIST_STD]
+    def normalization(self) -> Normalization:
+        return Normalization((MNIST_MEAN,), (MNIST_STD,))  # the digits' own, as for MNIST
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(CLASS_NAMES)

@@ -1,6 +1,6 @@
 """What each training-recipe feature costs on the CPU (docs/benchmarks.md, "Training recipes"):
 
-    python -m zoo.tools.recipe_cost [--steps 60] [--threads 1]
+    python -m benchmarks.recipe_cost [--steps 60] [--threads 1]
 
 - per training step of LeNet-5 at batch 128 on 32x32 MNIST-sized inputs, through the task
   module's own training_step, with EMA (Lightning's AveragedModel update), MixUp, CutMix;
@@ -48,8 +48,8 @@ def training_step_costs(repeats: int) -> dict[str, float]:
     labels = torch.randint(0, 10, (128,))
     features = {
         "baseline": {},
-        "+ mixup (alpha 0.2, every batch)": {"mixup_alpha": 0.2, "mixup_prob": 1.0},
-        "+ cutmix (alpha 1.0, every batch)": {"cutmix_alpha": 1.0, "cutmix_prob": 1.0},
+        "+ mixup (alpha 0.2, every batch)": {"mixing": {"mixup_alpha": 0.2, "mixup_prob": 1.0}},
+        "+ cutmix (alpha 1.0, every batch)": {"mixing": {"cutmix_alpha": 1.0, "cutmix_prob": 1.0}},
     }
     steps: dict[str, Callable[[], object]] = {}
     for name, options in features.items():

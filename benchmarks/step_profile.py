@@ -1,8 +1,8 @@
 """Where a training step's time goes under train.py's own config: microseconds per step.
 
-    python -m zoo.tools.step_profile                        # LeNet-5 on real MNIST, batch 128
-    python -m zoo.tools.step_profile --steps 400 --rounds 3 --json step_profile.json
-    python -m zoo.tools.step_profile experiment=lenet_mnist_fast trainer.accelerator=gpu
+    python -m benchmarks.step_profile                        # LeNet-5 on real MNIST, batch 128
+    python -m benchmarks.step_profile --steps 400 --rounds 3 --json step_profile.json
+    python -m benchmarks.step_profile experiment=lenet_mnist_fast trainer.accelerator=gpu
 
 Three measurements, all of the same composed ``configs/train.yaml`` (plus any overrides):
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -46,10 +47,13 @@ from rich.table import Table
 from torchmetrics import MeanMetric
 
 from zoo.core.config import compose_config, to_plain
+from zoo.core.logs import quiet_library_noise
 from zoo.tasks.base import ZooTask
 from zoo.tasks.build import build_datamodule, image_size, task_from_config
 from zoo.tools.bench import synchronize
 from zoo.training.run import train
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # (name, overrides that switch it off). The callbacks are configs/callbacks/default.yaml's.
 ABLATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -305,10 +309,13 @@ def in_subprocess(kind: str, overrides: Sequence[str], steps: int, skip: int) ->
     """:func:`measure_one` in a fresh interpreter: in one process, each run leaves threads and
     objects behind that slow the next ones (measured: up to 30%), whatever the variant."""
     command = [
-        sys.executable, "-m", "zoo.tools.step_profile", "--one", kind,
+        sys.executable, "-m", "benchmarks.step_profile", "--one", kind,
         "--steps", str(steps), "--skip", str(skip), "--", *overrides,
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    # The benchmarks package is not installed: the child finds it where this one was found.
+    paths = [str(REPO_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     return float(done.stdout.strip().splitlines()[-1])
@@ -373,7 +380,7 @@ def render(result: dict[str, Any]) -> str:
 
 
 def print_summary(result: dict[str, Any]) -> None:
-    table = Table(title="zoo.tools.step_profile: µs per training step")
+    table = Table(title="benchmarks.step_profile: µs per training step")
     table.add_column("run")
     table.add_column("µs/step", justify="right")
     for name, us in result["us_per_step"].items():
@@ -383,7 +390,7 @@ def print_summary(result: dict[str, Any]) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m zoo.tools.step_profile", description=__doc__.split("\n")[0]
+        prog="python -m benchmarks.step_profile", description=__doc__.split("\n")[0]
     )
     parser.add_argument("overrides", nargs="*", help="train.py overrides (key=value)")
     parser.add_argument("--steps", type=int, default=300, help="timed steps per run")
@@ -401,6 +408,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    quiet_library_noise()
     # Each variant is a whole run: keep their start-up notices off the report.
     for name in ("pytorch_lightning", "lightning_fabric", "zoo"):
         logging.getLogger(name).setLevel(logging.WARNING)

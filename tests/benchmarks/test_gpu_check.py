@@ -1,4 +1,4 @@
-"""make gpu-check (zoo.tools.gpu_check): one line and a non-zero exit where there is no CUDA,
+"""make gpu-check (benchmarks.gpu_check): one line and a non-zero exit where there is no CUDA,
 and, rehearsed on the CPU at toy sizes (GPU_CHECK_DRY=1), every step run and every row in
 summary.md."""
 
@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks import gpu_check
 from tests.conftest import REPO_ROOT
-from zoo.tools import gpu_check
 
 
 def gpu_check_command(out: Path, dry: bool, timeout: float) -> subprocess.CompletedProcess[str]:
-    """python -m zoo.tools.gpu_check as make gpu-check runs it (a module, so not run_script)."""
+    """python -m benchmarks.gpu_check as make gpu-check runs it (a module, so not run_script)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("GPU_CHECK_DRY", None)
     if dry:
         env["GPU_CHECK_DRY"] = "1"
     return subprocess.run(
-        [sys.executable, "-m", "zoo.tools.gpu_check", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.gpu_check", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,7 +1,7 @@
 """Images/s of the two ImageNet input paths, on a tree of generated JPEGs.
 
-    python -m zoo.data.imagenet.bench                      # 500 JPEGs of 500x375, both paths
-    python -m zoo.data.imagenet.bench --root /data/imagenet --decode gpu --workers 16
+    python -m benchmarks.imagenet_pipeline                      # 500 JPEGs of 500x375, both paths
+    python -m benchmarks.imagenet_pipeline --root /data/imagenet --decode gpu --workers 16
 
 Each path runs the training pipeline end to end as the Trainer would: the DataLoader (workers,
 pinned memory, persistent workers), the transfer to the device and ``on_after_batch_transfer``,
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from zoo.data.imagenet.datamodule import ImageNetDataModule
+from zoo.data.imagenet.imagenet import ImageNetDataModule
 
 
 def photo_like(rng: np.random.Generator, width: int, height: int) -> Image.Image:

@@ -1,0 +1,48 @@
+"""What the zoo's commands print: the warnings and log lines of its libraries that say nothing
+about the run and that users can't act on, filtered by the entry points (train.py, evaluate.py,
+``python -m zoo.tools.bench``) with :func:`quiet_library_noise`. Importing the zoo changes no
+filter: a program that uses it as a library keeps its own."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+
+class LightningNoise(logging.Filter):
+    """Drops what Lightning prints at every run that says nothing about it: the "💡 Tip:" lines
+    advertising its cloud services, and that our configs' model summary replaces its default."""
+
+    NOISE = ("💡 Tip:", "Trainer already configured with model summary callbacks")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOISE)
+
+
+# Lightning logs its rank-zero messages through one of these, depending on the import order.
+LIGHTNING_LOGGERS = (
+    "pytorch_lightning.utilities.rank_zero",
+    "lightning_fabric.utilities.rank_zero",
+)
+_LIGHTNING_NOISE = LightningNoise()
+
+
+def quiet_library_noise() -> None:
+    """Install the filters (in this process; calling it again adds nothing)."""
+    # Lightning 2.6 still calls a torch pytree API that torch 2.10+ deprecates, once per run.
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=Warning
+    )
+    # The task modules log each epoch's mean training loss (train/loss_epoch) whatever the
+    # interval.
+    warnings.filterwarnings(
+        "ignore", message=r"The number of training batches \(\d+\) is smaller than the logging"
+    )
+    # configs/hydra/launcher/submitit_*.yaml shadow the plugin's configs of the same names on
+    # purpose, with our defaults, and Hydra still checks them against the plugin's schema
+    # (catching typos).
+    warnings.filterwarnings(
+        "ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against"
+    )
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).addFilter(_LIGHTNING_NOISE)  # a no-op if already there
