@@ -1,4 +1,4 @@
-"""Test hooks for tests/training/test_sweeps.py, injected through the configs
+"""Test hooks for tests/training/test_sweep.py, injected through the configs
 (+callbacks.<name>._target_=...)."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What every dataset of the zoo is: a ``ZooDataModule``, with the members the rest of the zoo
 uses, and a ``DataSchema``, the typed config it owns.
 
-A dataset is one name for three things (tests/data/test_datasets.py): the datamodule registered
+A dataset is one name for three things (tests/data/test_base.py): the datamodule registered
 under it in ``zoo.data``, defined with its schema in a module of that name
 (``zoo/data/[<family>/]<name>.py``; the modules beside it are helpers), and
 ``configs/data/<name>.yaml``, whose keys are the schema's fields.

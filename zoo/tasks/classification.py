@@ -27,7 +27,7 @@ class TopKAccuracy(MulticlassAccuracy):
 
     torchmetrics' own top-k path builds (N, C) one-hot tensors of the predictions and targets
     per batch: 1.5 ms at 128 x 1000 on two CPU cores, every training step. This one compares
-    (N, k) indices. The value is the same (tests/tasks/test_metrics.py)."""
+    (N, k) indices. The value is the same (tests/tasks/test_classification.py)."""
 
     def __init__(self, num_classes: int, top_k: int) -> None:
         # validate_args=False: the loss has taken the same targets first, and the checks cost
