@@ -1,12 +1,14 @@
 """Evaluate a checkpoint: python evaluate.py ckpt_path=PATH [split=val] [attack=fgsm]
 [predict=DIR_OR_FILES] [export=onnx] [key=value ...]"""
 
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from zoo.core.cli import check_command_line
 from zoo.core.config import CONFIG_DIR
 from zoo.core.errors import exit_on_user_error
 from zoo.core.logs import quiet_library_noise
@@ -15,9 +17,10 @@ from zoo.evaluation.run import evaluate
 
 quiet_library_noise()  # before Hydra composes the config, which warns too
 register_configs()  # trainer/lightning, which configs/trainer/default.yaml extends
+CONFIG_NAME = "evaluate"
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> float | None:
     with exit_on_user_error():
         report = evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
@@ -26,4 +29,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # An unknown key or group option: one line and exit 2, before Hydra's longer report.
+    with exit_on_user_error():
+        check_command_line(CONFIG_NAME, sys.argv[1:])
     main()

@@ -11,6 +11,7 @@ import pytest
 
 import zoo
 from zoo.core.errors import ZooError, exit_on_user_error
+from zoo.training.preemption import InterruptedExit
 from zoo.training.sweep import SweepFailed
 
 
@@ -26,7 +27,8 @@ def exception_classes() -> list[type[BaseException]]:
 
 
 # Hydra prints SweepFailed itself, at the end of a multirun: it reports the jobs' user errors.
-NOT_USER_ERRORS = {SweepFailed}
+# InterruptedExit is the exit (130) of a run paused by Ctrl-C, after its checkpoint is saved.
+NOT_USER_ERRORS = {SweepFailed, InterruptedExit}
 
 
 @pytest.mark.parametrize("cls", exception_classes(), ids=lambda c: f"{c.__module__}.{c.__name__}")

@@ -76,6 +76,25 @@ def test_each_refusal_is_one_line_naming_the_key(values: dict, message: str) -> 
     assert "\n" not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("values", "suggestion"),
+    [
+        ({"rte": 0.5}, "; did you mean toy.rate?"),
+        ({"budget": {"step": 3}}, "; did you mean toy.budget.steps?"),
+    ],
+)
+def test_an_unknown_key_close_to_a_field_suggests_it(values: dict, suggestion: str) -> None:
+    with pytest.raises(ConfigError, match="is not an option of") as refused:
+        Example.parse(values, "toy")
+    assert str(refused.value).endswith(suggestion)
+
+
+def test_an_unknown_key_close_to_no_field_suggests_nothing() -> None:
+    with pytest.raises(ConfigError) as refused:
+        Example.parse({"colour": "red"}, "toy")
+    assert "did you mean" not in str(refused.value)
+
+
 def test_a_missing_value_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"missing value for toy.budget.eps"):
         Example.parse(OmegaConf.create({"budget": {"eps": "???"}}), "toy")

@@ -144,3 +144,19 @@ class NaNWeightsAtStep(pl.Callback):
         if trainer.global_step == self.step:
             with torch.no_grad():
                 next(pl_module.parameters()).view(-1)[0] = float("nan")
+
+
+class HoldStepWhileMarked(pl.Callback):
+    """At the start of training step ``step``, creates the file ``marker`` and holds the step
+    until it is gone: a test signals the run then, knowing where it is, and removes the file."""
+
+    def __init__(self, step: int, marker: str) -> None:
+        self.step, self.marker = step, Path(marker)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step != self.step:
+            return
+        self.marker.touch()
+        deadline = time.monotonic() + 120
+        while self.marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)

@@ -12,6 +12,7 @@ import math
 import os
 import random
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from zoo.data.mnist.mnist import MNISTDataModule
 from zoo.data.sampling import ResumableBatchSampler
 from zoo.training.checkpoint_io import TEMP_GLOB, AtomicCheckpointIO
 from zoo.training.finite_guard import NonFiniteError
-from zoo.training.preemption import PREEMPTED_EXIT_CODE
+from zoo.training.preemption import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE
 from zoo.training.resume import rng_states, set_rng_states
 from zoo.training.run import train
 
@@ -75,6 +76,10 @@ def start_training(
             text=True,
             env=full_env,
             cwd=REPO_ROOT,
+            # As from a terminal, whatever started the tests: a background job of a
+            # non-interactive shell (a CI script's `cmd &`) runs with SIGINT ignored, which
+            # train.py, like any program, then inherits and keeps.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
 
@@ -198,6 +203,63 @@ def test_sigterm_saves_at_the_next_batch_boundary_exits_143_and_resumes_exactly(
     assert f"SIGTERM: saved {last} at step {load(last)['global_step']} " in output, output
     resume(train_cfg, run_dir)
     assert_same_run(run_dir, uninterrupted)
+
+
+def start_held_at_step_2(
+    synthetic_mnist: Path, run_dir: Path, marker: Path
+) -> subprocess.Popen[str]:
+    """RUN in train.py, holding training step 2 (the first epoch's third, before any
+    checkpoint) from the moment ``marker`` appears until the test removes it."""
+    hold = "tests.training.fault_tolerance_helpers.HoldStepWhileMarked"
+    return start_training(
+        run_dir, *base_overrides(synthetic_mnist), *RUN,
+        f"+callbacks.hold._target_={hold}", "+callbacks.hold.step=2",
+        f"+callbacks.hold.marker={marker}",
+    )  # fmt: skip
+
+
+def test_ctrl_c_finishes_the_step_saves_last_prints_the_resume_command_and_exits_130(
+    synthetic_mnist: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    run_dir, marker = tmp_path / "interrupted", tmp_path / "at_step_2"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    process = start_held_at_step_2(synthetic_mnist, run_dir, marker)
+    wait_for(marker.exists, process, run_dir)
+    assert not last.exists()
+    process.send_signal(signal.SIGINT)
+    marker.unlink()
+    assert process.wait(TIMEOUT) == INTERRUPTED_EXIT_CODE == 130, output_of(run_dir)
+
+    output = output_of(run_dir)
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    [line] = [line for line in output.splitlines() if "resume with" in line]
+    saved = re.escape(f"Interrupted: saved {last} at step 3; resume with: ")
+    match = re.search(f"{saved}(python train.py .*)$", line)
+    assert match, line
+    assert load(last)["global_step"] == 3  # the step under way, then the save
+    command = shlex.split(match[1])
+    assert command[-2:] == ["ckpt_path=last", f"hydra.run.dir={run_dir}"]
+    assert set(RUN) <= set(command)  # the run's own overrides
+
+    # The printed command, as a user would paste it (the same single thread as the others).
+    resumed = run_script(*command[1:], env={"OMP_NUM_THREADS": "1"}, timeout=TIMEOUT)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(run_dir, uninterrupted)
+
+
+def test_a_second_ctrl_c_stops_at_once_without_saving(
+    synthetic_mnist: Path, tmp_path: Path
+) -> None:
+    run_dir, marker = tmp_path / "interrupted", tmp_path / "at_step_2"
+    process = start_held_at_step_2(synthetic_mnist, run_dir, marker)
+    wait_for(marker.exists, process, run_dir)
+    process.send_signal(signal.SIGINT)
+    time.sleep(1)  # the first one handled: two pending SIGINTs would arrive as one
+    process.send_signal(signal.SIGINT)  # while step 2 is still held: it never finishes
+
+    assert process.wait(TIMEOUT) not in (0, INTERRUPTED_EXIT_CODE), output_of(run_dir)
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert "Interrupted: saved" not in output_of(run_dir)
 
 
 def test_a_sigterm_during_validation_saves_once_it_is_over_and_resumes_exactly(
@@ -453,6 +515,28 @@ def test_sigterm_to_every_ddp_rank_saves_once_and_all_exit_143(
         assert time.monotonic() < deadline, "a rank is left behind"
         time.sleep(0.1)
     assert f"SIGTERM: saved {last} at step {load(last)['global_step']} " in output_of(run_dir)
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_ddp_saves_once_and_every_rank_exits_130(
+    synthetic_mnist: Path, tmp_path: Path
+) -> None:
+    """As a terminal does it: every rank gets the SIGINT; they agree at a batch end."""
+    run_dir = tmp_path / "ddp"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ddp = ("trainer=ddp", "trainer.devices=2", "trainer.strategy.timeout.seconds=60")
+    process = start_training(run_dir, *base_overrides(synthetic_mnist), *RUN, *ddp)
+    wait_for(last.exists, process, run_dir)
+    ranks = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True)
+    for pid in map(int, ranks.stdout.split()):
+        os.kill(pid, signal.SIGINT)
+    assert process.wait(TIMEOUT) == INTERRUPTED_EXIT_CODE, output_of(run_dir)
+    deadline = time.monotonic() + 30
+    while subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "a rank is left behind"
+        time.sleep(0.1)
+    saved = f"Interrupted: saved {last} at step {load(last)['global_step']}; resume with: "
+    assert output_of(run_dir).count(saved) == 1, output_of(run_dir)
 
 
 @pytest.mark.slow

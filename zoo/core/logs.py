@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
+
+from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+log = logging.getLogger(__name__)
 
 
 class LightningNoise(logging.Filter):
@@ -46,3 +51,21 @@ def quiet_library_noise() -> None:
     )
     for name in LIGHTNING_LOGGERS:
         logging.getLogger(name).addFilter(_LIGHTNING_NOISE)  # a no-op if already there
+
+
+def write_to_log_files(message: str, name: str = "zoo") -> None:
+    """``message`` into the run's log files only — the file handlers on the root logger
+    (Hydra's job logging: ``<run dir>/<command>.log``) — not to the console, which the caller
+    serves its own way (a table drawn for the terminal, or a line only where no progress bar
+    shows). Nothing where no log file is configured."""
+    record = logging.LogRecord(name, logging.INFO, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+@rank_zero_only
+def log_run_directory(output_dir: Path, holding: str = "") -> None:
+    """Say where the run writes (at its start) or wrote ``holding`` (at its end), once: from
+    rank 0 only, the other ranks of a DDP run writing into the same directory."""
+    log.info("run directory: %s%s", output_dir, f" ({holding})" if holding else "")

@@ -21,6 +21,7 @@ dotted string that could drift from the config.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -189,14 +190,21 @@ class Schema:
     @classmethod
     def unknown_key_message(cls, key: str, relative: str) -> str:
         """The refusal of a key the schema lacks: ``relative`` ("colour", "adversarial.colour")
-        under ``key`` ("task")."""
+        under ``key`` ("task"), with the closest of its fields when one is close (a typo)."""
         owner = cls
-        *parents, _ = relative.split(".")
+        *parents, name = relative.split(".")
         for parent in parents:
             owner = _field_type(owner, parent) or owner
-        valid = ", ".join(f.name for f in dataclasses.fields(owner))
+        names = [f.name for f in dataclasses.fields(owner)]
         where = owner.title or _join(key, ".".join(parents)) or "this config"
-        return f"{_join(key, relative)} is not an option of {where} (options: {valid})"
+        message = (
+            f"{_join(key, relative)} is not an option of {where} (options: {', '.join(names)})"
+        )
+        closest = difflib.get_close_matches(name, names, n=1)
+        if closest:
+            meant = _join(_join(key, ".".join(parents)), closest[0])
+            message += f"; did you mean {meant}?"
+        return message
 
     @classmethod
     def _type_message(cls, key: str, full_key: str, values: Mapping[str, Any]) -> str:

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from zoo import data
 from zoo.core.config import CONFIG_DIR, instantiate_group, to_plain, validate
 from zoo.core.errors import ConfigError
+from zoo.core.logs import log_run_directory, write_to_log_files
 from zoo.core.plots import log_figure
 from zoo.core.schema import Schema, option
 from zoo.core.trainer import build_trainer
@@ -201,8 +202,11 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """
     check_options(cfg)
     prepare_output_dir(output_dir)
+    log_run_directory(output_dir)
     with output_errors(output_dir):
-        return _evaluate(cfg, output_dir)
+        report = _evaluate(cfg, output_dir)
+    log_run_directory(output_dir, "metrics.json, figures, evaluate.log")
+    return report
 
 
 def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
@@ -277,17 +281,21 @@ def read_images(
 
 
 def print_predictions(predictions: Sequence[Mapping[str, Any]]) -> None:
+    """The predictions as a table on the console, and in the run's log file."""
     table = Table(title="predictions")
     table.add_column("file")
     table.add_column("classes (probability)")
     for row in predictions:
         best = "  ".join(f"{c['class']} {c['probability']:.1%}" for c in row["top_k"])
         table.add_row(row["file"], best)
-    Console().print(table)
+    console = Console(record=True)
+    console.print(table)
+    write_to_log_files(console.export_text(), __name__)
 
 
 def print_report(report: Mapping[str, Any], names: Sequence[str]) -> None:
-    console = Console()
+    """The report's tables on the console, and in the run's log file."""
+    console = Console(record=True)
     console.print(f"checkpoint: {report['checkpoint']}", soft_wrap=True)
     table = Table(title=f"{report['dataset']}, {report['split']} split")
     table.add_column("metric")
@@ -310,9 +318,10 @@ def print_report(report: Mapping[str, Any], names: Sequence[str]) -> None:
             table.add_row(name, *(str(v) for v in counts), *(_cell(own.get(m)) for m in metrics))
         # Wider than the terminal (or 80 columns in a pipe) rather than cut into ellipses.
         needed = console.measure(table, options=console.options.update_width(10_000)).maximum
-        Console(width=max(console.width, needed)).print(table)
+        console.print(table, width=max(console.width, needed))
     for table in attack_tables(report):
         console.print(table)
+    write_to_log_files(console.export_text(), __name__)
 
 
 def _cell(value: Any) -> str:

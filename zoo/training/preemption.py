@@ -1,8 +1,11 @@
-"""Preemption: on SIGTERM, last.ckpt at the next training batch boundary, then exit 143."""
+"""Preemption and Ctrl-C: on SIGTERM or the first SIGINT, last.ckpt at the next training batch
+boundary, then exit 143 or 130."""
 
 from __future__ import annotations
 
 import logging
+import re
+import shlex
 import signal
 import threading
 from pathlib import Path
@@ -10,14 +13,23 @@ from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import RunningStage
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
-# What shells and schedulers report for a process ended by SIGTERM.
+# What shells and schedulers report for a process ended by SIGTERM, and by Ctrl-C.
 PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
+INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT
+
+# An override that names the checkpoint to resume from: the resume command sets its own.
+_CKPT_PATH_OVERRIDE = re.compile(r"\+{0,2}ckpt_path=")
+
+
+class InterruptedExit(SystemExit):
+    """Ends the run once a Ctrl-C's checkpoint is saved, with exit code 130."""
 
 
 class Preemption(Callback):
@@ -28,24 +40,44 @@ class Preemption(Callback):
     nothing and exits 0. A SIGTERM during validation stops it there (Lightning's doing): the
     state can't be resumed exactly mid-validation, so the last periodic checkpoint stands.
 
+    The first Ctrl-C (SIGINT) during training does the same through the same save, then prints
+    the command that resumes and exits with 130; Lightning alone exits 1 and saves nothing. A
+    Ctrl-C during validation waits for the next training batch, or for the end of training. The
+    handler is in place from the start of training to its end (Lightning restores the previous
+    one then); the second Ctrl-C gets the previous handler back: it stops at once. A SIGINT
+    that was ignored when training started (``nohup``, a background job) stays ignored.
+
     With several ranks, Lightning's handler broadcasts from inside the signal handler: when it
     interrupts another collective, or runs twice on a rank signalled twice (by the scheduler
     and by rank 0), the ranks deadlock. There, the signal is only noted, and the ranks agree on
-    it at the next batch end (a SIGTERM during validation then waits for the next batch).
+    it at the next batch end (a SIGTERM during validation then waits for the next batch). A
+    Ctrl-C in a terminal reaches every rank; each notes it, and they agree the same way.
     """
 
     def __init__(self, dirpath: str, filename: str = "last") -> None:
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self._saved = False
         self._sigterm = False
+        self._sigint = False
+        self._previous_sigint: Any = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # After Lightning registered its handlers; it restores the previous ones at teardown.
-        if trainer.world_size > 1 and threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if trainer.world_size > 1:
             signal.signal(signal.SIGTERM, self._note_sigterm)
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            self._previous_sigint = signal.signal(signal.SIGINT, self._note_sigint)
 
     def _note_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self._sigterm = True
+
+    def _note_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self._sigint = True
+        # A second Ctrl-C stops at once. (None: a handler set outside Python, the default one.)
+        previous = signal.SIG_DFL if self._previous_sigint is None else self._previous_sigint
+        signal.signal(signal.SIGINT, previous)
 
     def on_train_batch_end(
         self,
@@ -55,11 +87,22 @@ class Preemption(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        # Decided by all ranks together, since saving is collective.
-        local = trainer.received_sigterm or self._sigterm
-        if trainer.strategy.reduce_boolean_decision(local, all=False):
+        self._stop_if_signalled(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A Ctrl-C during the last validation: stop before testing.
+        self._stop_if_signalled(trainer)
+
+    def _stop_if_signalled(self, trainer: pl.Trainer) -> None:
+        # Decided by all ranks together, since saving is collective; SIGTERM wins over Ctrl-C.
+        sigterm = trainer.received_sigterm or self._sigterm
+        if not trainer.strategy.reduce_boolean_decision(sigterm or self._sigint, all=False):
+            return
+        if trainer.strategy.reduce_boolean_decision(sigterm, all=False):
             self._save(trainer)
             raise SIGTERMException(PREEMPTED_EXIT_CODE)
+        self._save(trainer, interrupted=True)
+        raise InterruptedExit(INTERRUPTED_EXIT_CODE)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
@@ -79,11 +122,34 @@ class Preemption(Callback):
                 "ckpt_path=last resumes from the last one saved"
             )
 
-    def _save(self, trainer: pl.Trainer) -> None:
+    def _save(self, trainer: pl.Trainer, interrupted: bool = False) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)
         self._saved = True
-        if trainer.is_global_zero:
+        if not trainer.is_global_zero:
+            return
+        if interrupted:
+            log.warning(
+                f"Interrupted: saved {self.path} at step {trainer.global_step}; "
+                f"resume with: {resume_command(self.path)}"
+            )
+        else:
             log.warning(
                 f"SIGTERM: saved {self.path} at step {trainer.global_step} (epoch "
                 f"{trainer.current_epoch}); resume with ckpt_path=last in the same run directory"
             )
+
+
+def resume_command(checkpoint: Path) -> str:
+    """The train.py command that resumes from ``checkpoint``: this run's overrides, as Hydra
+    recorded them, then ckpt_path=last in this run's directory (or the checkpoint's path, for
+    a checkpoint outside it)."""
+    if not HydraConfig.initialized():
+        return f"python train.py <the same overrides> ckpt_path={shlex.quote(str(checkpoint))}"
+    hydra = HydraConfig.get()
+    run_dir = Path(hydra.runtime.output_dir)
+    overrides = [o for o in hydra.overrides.task if not _CKPT_PATH_OVERRIDE.match(o)]
+    if checkpoint == run_dir / "checkpoints" / "last.ckpt":
+        resume = ["ckpt_path=last", f"hydra.run.dir={run_dir}"]
+    else:
+        resume = [f"ckpt_path={checkpoint}"]
+    return shlex.join(["python", "train.py", *overrides, *resume])

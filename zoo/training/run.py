@@ -19,6 +19,7 @@ from rich.table import Table
 
 from zoo.core.config import instantiate_group, to_plain, validate
 from zoo.core.errors import ConfigError, in_multirun
+from zoo.core.logs import log_run_directory
 from zoo.core.schema import Schema, option
 from zoo.core.trainer import build_trainer
 from zoo.tasks.build import (
@@ -127,8 +128,11 @@ def train(
     Rank 0 holds ``output_dir`` for the whole run (zoo.training.run_lock): a second train.py
     there stops with a message. ``extra_callbacks`` join the config's (for tools that watch a
     run: benchmarks/step_profile.py)."""
+    log_run_directory(output_dir)
     with ExitStack() as held:
-        return _train(cfg, output_dir, held, list(extra_callbacks))
+        metrics = _train(cfg, output_dir, held, list(extra_callbacks))
+    log_run_directory(output_dir, "checkpoints/, TensorBoard logs, metrics.json, train.log")
+    return metrics
 
 
 def _train(
