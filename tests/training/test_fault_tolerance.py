@@ -497,10 +497,19 @@ def test_under_ddp_a_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_ddp_
 
 
 @pytest.mark.slow
-def test_sigterm_to_every_ddp_rank_saves_once_and_all_exit_143(
-    synthetic_mnist: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("signum", "exit_code", "said"),
+    [
+        # As SLURM does it: every rank gets the SIGTERM (Lightning's handler deadlocks here).
+        (signal.SIGTERM, PREEMPTED_EXIT_CODE, "SIGTERM: saved {last} at step {step} "),
+        # As a terminal does it: every rank gets the SIGINT; they agree at a batch end.
+        (signal.SIGINT, INTERRUPTED_EXIT_CODE, "Interrupted: saved {last} at step {step}; "),
+    ],
+    ids=["sigterm", "ctrl_c"],
+)
+def test_a_signal_to_every_ddp_rank_saves_once_and_all_ranks_exit_with_its_code(
+    signum: int, exit_code: int, said: str, synthetic_mnist: Path, tmp_path: Path
 ) -> None:
-    """As SLURM does it: every rank gets the SIGTERM (Lightning's handler deadlocks here)."""
     run_dir = tmp_path / "ddp"
     last = run_dir / "checkpoints" / "last.ckpt"
     ddp = ("trainer=ddp", "trainer.devices=2", "trainer.strategy.timeout.seconds=60")
@@ -508,34 +517,13 @@ def test_sigterm_to_every_ddp_rank_saves_once_and_all_exit_143(
     wait_for(last.exists, process, run_dir)
     ranks = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True)
     for pid in map(int, ranks.stdout.split()):
-        os.kill(pid, signal.SIGTERM)
-    assert process.wait(TIMEOUT) == PREEMPTED_EXIT_CODE, output_of(run_dir)
+        os.kill(pid, signum)
+    assert process.wait(TIMEOUT) == exit_code, output_of(run_dir)
     deadline = time.monotonic() + 30
     while subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, "a rank is left behind"
         time.sleep(0.1)
-    assert f"SIGTERM: saved {last} at step {load(last)['global_step']} " in output_of(run_dir)
-
-
-@pytest.mark.slow
-def test_ctrl_c_under_ddp_saves_once_and_every_rank_exits_130(
-    synthetic_mnist: Path, tmp_path: Path
-) -> None:
-    """As a terminal does it: every rank gets the SIGINT; they agree at a batch end."""
-    run_dir = tmp_path / "ddp"
-    last = run_dir / "checkpoints" / "last.ckpt"
-    ddp = ("trainer=ddp", "trainer.devices=2", "trainer.strategy.timeout.seconds=60")
-    process = start_training(run_dir, *base_overrides(synthetic_mnist), *RUN, *ddp)
-    wait_for(last.exists, process, run_dir)
-    ranks = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True)
-    for pid in map(int, ranks.stdout.split()):
-        os.kill(pid, signal.SIGINT)
-    assert process.wait(TIMEOUT) == INTERRUPTED_EXIT_CODE, output_of(run_dir)
-    deadline = time.monotonic() + 30
-    while subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True).returncode == 0:
-        assert time.monotonic() < deadline, "a rank is left behind"
-        time.sleep(0.1)
-    saved = f"Interrupted: saved {last} at step {load(last)['global_step']}; resume with: "
+    saved = said.format(last=last, step=load(last)["global_step"])
     assert output_of(run_dir).count(saved) == 1, output_of(run_dir)
 
 
