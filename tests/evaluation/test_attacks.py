@@ -4,11 +4,14 @@ impossible settings refused with one line."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
@@ -34,6 +37,7 @@ from zoo.evaluation.attacks import (
     minimal_targeted,
     universal_perturbation,
 )
+from zoo.evaluation.attacks.sweep import accuracy_figure, examples_figure
 from zoo.evaluation.run import evaluate
 from zoo.tasks.adversarial import AdversarialOptions, PGDSettings
 from zoo.tasks.build import build_task
@@ -64,6 +68,7 @@ def test_deepfool_finds_the_nearest_boundary_of_an_affine_classifier() -> None:
     assert fooled.all()
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # torch's about a scalar taken with its grad
 def test_lbfgs_targets_the_other_class_of_an_affine_classifier_minimally() -> None:
     model = affine_classifier(2)
     pixels = interior_pixels(4)
@@ -133,6 +138,14 @@ def test_pgd_is_at_least_as_strong_as_fgsm(run_evaluate, tmp_path: Path) -> None
     assert {"pgd_examples.png", "pgd_accuracy.png"} <= {
         p.name for p in (tmp_path / "pgd").iterdir()
     }
+
+
+def test_each_eps_accuracy_reaches_the_loggers_as_a_scalar(run_evaluate, tmp_path: Path) -> None:
+    report = run_evaluate("attack=fgsm", "attack.eps=[0,0.1]", "logger=csv")
+    rows = csv.DictReader((tmp_path / "csv" / "metrics.csv").open())
+    [row] = [row for row in rows if row["fgsm/acc_eps_0"]]
+    logged = [float(row["fgsm/acc_eps_0"]), float(row["fgsm/acc_eps_0.1"])]
+    assert logged == pytest.approx(report["fgsm"]["acc"])
 
 
 @pytest.mark.slow  # scipy solves over LeNet: 80 s on the contended 2 cores
@@ -251,3 +264,13 @@ def test_the_command_line_says_it_in_one_line_with_exit_code_2(tmp_path: Path) -
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line == "Error: attack.steps must be an integer >= 1, got 0"
+
+
+def test_the_fgsm_and_pgd_figures_build_without_a_warning() -> None:
+    clean = torch.rand(3, 1, 8, 8)
+    titles = (["a", "b", "c"], ["green", "red", "green"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for title in ("FGSM", "PGD-20 (L-inf)"):
+            plt.close(examples_figure(clean, clean + 0.1, titles, titles, 0.1, title))
+            plt.close(accuracy_figure([0.0, 0.1, 0.3], [0.9, 0.5, 0.1], title))

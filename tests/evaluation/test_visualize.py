@@ -4,6 +4,7 @@ synthetic MNIST (class k is a bright bar at its own height), checked by what the
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
+import zoo
 from tests.conftest import (
     UNET_MNIST_TOY,
     compose_config,
@@ -89,11 +91,16 @@ def run_visualize(
 
 
 def test_every_method_reaches_what_the_lecture_promises(run_visualize, tmp_path: Path) -> None:
-    report = run_visualize(
-        "visualize=[filters,feature_maps,activation_max,class_models,saliency,deep_dream]",
-        *QUICK,
-        "logger=tensorboard",
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = run_visualize(
+            "visualize=[filters,feature_maps,activation_max,class_models,saliency,deep_dream]",
+            *QUICK,
+            "logger=tensorboard",
+        )
+    # No figure makes matplotlib warn (it attributes its warnings to the caller: the zoo's code).
+    zoo_dir = str(Path(zoo.__file__).parent)
+    assert [str(w.message) for w in caught if w.filename.startswith(zoo_dir)] == []
     # Class models: each image is its own class for the model that made it. This 40-step
     # model is too unsure of itself for the 0.99 that the real LeNet-5 reaches
     # (docs/visualization.md): its test digits reach 0.5 to 0.8.

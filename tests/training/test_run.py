@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import json
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,13 @@ def test_every_optimizer_and_scheduler_config_trains(
     )  # fmt: skip
     metrics = train(cfg, tmp_path)
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
+def test_debug_fast_dev_run_runs_one_batch_of_train_val_and_test(train_cfg, tmp_path: Path) -> None:
+    metrics = train(train_cfg("debug=fast_dev_run", "logger=none"), tmp_path)
+    assert {"train/loss", "val/loss", "test/loss", "test/acc"} <= set(metrics)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    assert not (tmp_path / "checkpoints").exists()  # tested on the weights in memory
 
 
 def test_debug_overfit_memorises_a_few_fixed_batches(train_cfg, tmp_path: Path) -> None:

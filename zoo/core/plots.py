@@ -25,7 +25,9 @@ def labelled_grid(
 ) -> Figure:
     """A grid of images (N, C, H, W), each with a short title such as 'pred 3 / true 5'.
 
-    ``rescale=False`` shows images already in [0, 1] on that fixed scale.
+    ``rescale=False`` shows images already in [0, 1] on that fixed scale. The grid is laid out
+    by hand on one axes filling the figure: calling ``tight_layout`` on it changes nothing and
+    makes matplotlib warn that the axes is not compatible with it.
     """
     images = images.detach().float().cpu()
     count, _, height, width = images.shape

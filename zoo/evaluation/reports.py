@@ -60,6 +60,11 @@ class Report(pl.Callback):
     def figures(self, class_names: Sequence[str]) -> dict[str, Figure | None]:
         return {}
 
+    def scalars(self) -> dict[str, float]:
+        """Scalars for the loggers, under their full tag, beyond the report's top-level numbers
+        (which are logged under the split's name)."""
+        return {}
+
 
 class Throughput(Report):
     """Images per second over the test loop: transfer, preprocessing, forward and metrics.

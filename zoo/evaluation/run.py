@@ -171,12 +171,19 @@ def save_figures(
         log_figure(loggers, f"{tag}/{name}", figure)
 
 
-def log_scalars(loggers: Sequence[Logger], report: Mapping[str, Any], tag: str) -> None:
+def log_scalars(
+    loggers: Sequence[Logger],
+    report: Mapping[str, Any],
+    tag: str,
+    tagged: Mapping[str, float] | None = None,
+) -> None:
+    """The report's top-level numbers under ``tag/<key>``, and the ``tagged`` scalars as named."""
     scalars = {
         f"{tag}/{key}": float(value)
         for key, value in report.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
+    scalars.update(tagged or {})
     for logger in loggers:
         logger.log_metrics(scalars, step=0)
         logger.save()
@@ -263,10 +270,12 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     [results] = trainer.test(module, datamodule=datamodule, verbose=False)
     names = module.names(datamodule)
     report.update(split=cfg.split, precision=str(trainer.precision), **metric_values(results))
+    tagged: dict[str, float] = {}
     for callback in reports:
         report.update(callback.report(trainer, names))
         save_figures(callback.figures(names), output_dir, loggers, callback.tag or cfg.split)
-    log_scalars(loggers, report, cfg.split)
+        tagged.update(callback.scalars())
+    log_scalars(loggers, report, cfg.split, tagged)
     print_report(report, names)
     _write_json(output_dir / "metrics.json", report)
     return report

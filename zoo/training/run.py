@@ -123,7 +123,9 @@ def train(
 ) -> dict[str, float]:
     """Fit, then test the best checkpoint; return the test metrics (or the last val metrics),
     the ``optimized_metric`` (zoo.training.objective: its best value where the best checkpoint
-    is chosen by it) and ``fit_seconds``, as written to ``output_dir/metrics.json``.
+    is chosen by it) and ``fit_seconds``, as written to ``output_dir/metrics.json``. Under
+    ``trainer.fast_dev_run``, which saves no checkpoint, one test batch runs on the weights in
+    memory, and its metrics join the fit's.
 
     Rank 0 holds ``output_dir`` for the whole run (zoo.training.run_lock): a second train.py
     there stops with a message. ``extra_callbacks`` join the config's (for tools that watch a
@@ -178,14 +180,17 @@ def _train(
     log.info("fit() took %.2f s", fit_seconds)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     objective_best = objective_value(trainer, objective) if objective else None
-    if cfg.get("test") and not trainer.fast_dev_run:
+    if cfg.get("test"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if not best:
+        if not best and not trainer.fast_dev_run:
             log.warning("no best checkpoint was saved; testing the weights in memory")
+        # fast_dev_run saves no checkpoint: its one test batch runs on the weights in memory.
         results = trainer.test(
             module, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False
         )
-        metrics = {k: float(v) for k, v in results[0].items()}
+        tested = {k: float(v) for k, v in results[0].items()}
+        # fast_dev_run checks that every loop runs: it reports each loop's one batch.
+        metrics = {**metrics, **tested} if trainer.fast_dev_run else tested
         print_metrics(f"test metrics ({Path(best).name if best else 'final weights'})", metrics)
     if objective_best is not None:
         metrics[objective] = objective_best  # what train.py hands to sweepers

@@ -90,8 +90,12 @@ def ensure_mnist(data_dir: str | Path, verify: bool = True) -> Path:
         try:
             fetch(Path(data_dir))
         except Exception as err:  # any failure of one source means: try the next one
-            failures.append(f"{name}: {type(err).__name__}: {err}".splitlines()[0])
-            log.warning("MNIST source %s failed: %s", name, failures[-1])
+            # One line with all of the message: torchvision's first line is only "Error
+            # downloading <file>:", its mirrors' errors follow on the next ones.
+            message = " ".join(str(err).split())
+            reason = f"{type(err).__name__}: {message}" if message else type(err).__name__
+            failures.append(f"{name}: {reason}")
+            log.warning("MNIST source %s failed: %s", name, reason)
             continue
         if verified(target):
             log.info("MNIST ready in %s (from %s)", target, name)

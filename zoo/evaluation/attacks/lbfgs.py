@@ -69,7 +69,7 @@ def minimal_targeted(
             r = x - pixels.detach().clone()
             total = (r.flatten(1).pow(2).sum(dim=1) + weights * penalty).sum()
             (grad,) = torch.autograd.grad(total, x)
-        return float(total), grad.double().cpu().numpy().ravel()
+        return float(total.detach()), grad.double().cpu().numpy().ravel()
 
     for _ in range(search_steps):
         weights = c.to(device, torch.float32)

@@ -52,7 +52,6 @@ def examples_figure(
         rescale=False,
     )
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout(rect=(0, 0, 1, 0.95))
     return figure
 
 
@@ -177,6 +176,13 @@ class EpsilonSweep(AttackReport):
                 **self.settings(),
             }
         }
+
+    def scalars(self) -> dict[str, float]:
+        # One scalar per eps, named by it (fgsm/acc_eps_0.1), rather than eps as the step of
+        # one fgsm/acc curve: logger steps are integers and eps (8/255, say) is not, and the
+        # curve over eps is already the <tag>_accuracy figure.
+        accuracy = self.accuracy()
+        return {f"{self.tag}/acc_eps_{e:g}": a for e, a in zip(self.eps, accuracy, strict=True)}
 
     def figures(self, class_names: Sequence[str]) -> dict[str, Figure | None]:
         return {

@@ -88,6 +88,5 @@ def saliency(ctx: Context, cfg: SaliencyConfig) -> dict[str, Any]:
             rescale=False,
         )
         figure.suptitle("saliency |dS_c/dx| (max over channels) and integrated gradients")
-        figure.tight_layout()
         results["png"] = ctx.save("saliency", figure)
     return results

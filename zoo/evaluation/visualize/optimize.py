@@ -181,7 +181,6 @@ def activation_max(ctx: Context, cfg: ActivationMaxConfig) -> dict[str, Any]:
         figure = labelled_grid(torch.cat(images), titles, columns=starts, rescale=False)
         where = f" at pixel {list(pixel)}" if kind == "unit" and pixel else ""
         figure.suptitle(f"{name}: maximised {kind}s{where}, {starts} starts each", fontsize=10)
-        figure.tight_layout()
         results[name] = {
             "target": kind,
             "pixel": list(pixel) if kind == "unit" and pixel else None,
@@ -243,7 +242,6 @@ def class_models(ctx: Context, cfg: ClassModelsConfig) -> dict[str, Any]:
     titles = [f"class {c}: p={p:.3f}" for c, p in zip(classes, own, strict=True)]
     figure = labelled_grid(ctx.to_pixels(x), titles, columns=min(10, len(classes)), rescale=False)
     figure.suptitle(f"class models (Simonyan et al. 2013), l2 = {cfg.l2:g}", fontsize=10)
-    figure.tight_layout()
     summary["png"] = ctx.save("class_models", figure)
     return summary
 
@@ -313,7 +311,6 @@ def deep_dream(ctx: Context, cfg: DeepDreamConfig) -> dict[str, Any]:
         columns=2,
         rescale=False,
     )
-    figure.tight_layout()
     return {
         "target": label,
         "octaves": sizes,
