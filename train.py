@@ -1,34 +1,9 @@
-"""Train a zoo model: python train.py [experiment=lenet_mnist] [key=value ...]"""
+"""Train a zoo model: python train.py [experiment=lenet_mnist] [key=value ...]
 
-import sys
-from pathlib import Path
+In a checkout; an installed zoo (pip install .) has the same command as zoo-train
+(zoo/tools/train.py)."""
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from zoo.core.cli import check_command_line
-from zoo.core.config import CONFIG_DIR
-from zoo.core.errors import exit_on_user_error
-from zoo.core.logs import quiet_library_noise
-from zoo.core.trainer import register_configs
-from zoo.training.run import train
-
-quiet_library_noise()  # before Hydra composes the config, which warns too
-register_configs()  # trainer/lightning, which configs/trainer/default.yaml extends
-CONFIG_NAME = "train"
-
-
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=CONFIG_NAME)
-def main(cfg: DictConfig) -> float | None:
-    with exit_on_user_error():
-        metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
-    # For Hydra sweepers that optimise a metric: a validation metric, never a test one.
-    return metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
-
+from zoo.tools.train import main
 
 if __name__ == "__main__":
-    # An unknown key or group option: one line and exit 2, before Hydra's longer report.
-    with exit_on_user_error():
-        check_command_line(CONFIG_NAME, sys.argv[1:])
     main()

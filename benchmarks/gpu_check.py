@@ -102,7 +102,7 @@ def default_out() -> Path:
 
 
 def data_dir() -> Path:
-    """Where train.py looks for MNIST by default (configs/paths/default.yaml)."""
+    """Where train.py looks for MNIST by default (zoo/configs/paths/default.yaml)."""
     return Path(os.environ.get("ZOO_DATA_DIR") or REPO_ROOT / "data")
 
 

@@ -97,7 +97,8 @@ def bench_args(
 ) -> argparse.Namespace:
     """zoo.tools.bench's arguments for one row: batch 256 at 224 px in bf16 (a toy batch in the
     dry run)."""
-    argv = ["--models", "resnet18", "--precision", "bf16", "--device", DEVICE.type]
+    # One round: the check's time budget is sized for it.
+    argv = ["--models", "resnet18", "--precision", "bf16", "--device", DEVICE.type, "--rounds", "1"]
     if DRY:
         argv += ["--batch-size", "2", "--image-size", "64", "--warmup", str(min(warmup, 1))]
         argv += ["--steps", str(min(steps, 2))]
@@ -125,7 +126,7 @@ def timm_result(args: argparse.Namespace) -> bench.BenchResult:
     images = torch.randn(args.batch_size, 3, size, size, device=DEVICE)
     targets = torch.randint(0, args.num_classes, (args.batch_size,), device=DEVICE)
     timings = bench.plain_loop(model, (images, targets), args)
-    return bench.bench_result("timm resnet18", DEVICE, size, args, timings)
+    return bench.bench_result("timm resnet18", DEVICE, size, args, [timings])
 
 
 def timm_missing() -> str | None:

@@ -4,7 +4,7 @@
     python -m benchmarks.step_profile --steps 400 --rounds 3 --json step_profile.json
     python -m benchmarks.step_profile experiment=lenet_mnist_fast trainer.accelerator=gpu
 
-Three measurements, all of the same composed ``configs/train.yaml`` (plus any overrides):
+Three measurements, all of the same composed ``zoo/configs/train.yaml`` (plus any overrides):
 
 1. **Ablations.** ``--steps`` training steps through ``zoo.training.run.train`` (train.py's
    path: TensorBoard, every callback, the progress bar), once as configured and once with each
@@ -55,7 +55,7 @@ from zoo.training.run import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# (name, overrides that switch it off). The callbacks are configs/callbacks/default.yaml's.
+# (name, overrides that switch it off). The callbacks are zoo/configs/callbacks/default.yaml's.
 ABLATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Rich progress bar", ("callbacks.progress_bar=null",)),
     ("throughput (ImagesPerSecond)", ("callbacks.throughput=null",)),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import run_script
-from zoo.core.cli import check_command_line
+from zoo.core.cli import check_command_line, multirun_jobs
 from zoo.core.errors import ConfigError
 
 # (command line, what the one line must say), for both entry points.
@@ -79,12 +79,56 @@ def test_a_key_close_to_none_lists_the_keys_of_its_group() -> None:
         # Hydra's own: its flags and multirun, and errors other than an unknown key or option.
         ["--cfg", "job", "trainer.max_epoch=1"],
         ["--help"],
-        ["-m", "model=lenet,resnet81"],
-        ["model=lenet,resnet18"],
+        ["-m", "--cfg", "job", "model=lenet,resnet81"],
+        ["model=lenet,resnet18"],  # a sweep without -m: Hydra's "Ambiguous value"
+        # Valid multiruns, as Hydra will run them.
+        ["-m", "optimizer.lr=1e-3,3e-3", "model=lenet,resnet18"],
+        ["--multirun", "model=glob(resnet*)", "data.batch_size=range(8,10000000)"],
+        ["-m", "optimizer.lr=interval(1e-4,1e-2)"],  # for sweepers such as Optuna's
     ],
 )
 def test_other_command_lines_are_left_to_hydra(argv: list[str]) -> None:
     check_command_line("train", argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["-m", "model=lenet,resnet81"],
+            "model=resnet81 is not an option of model; one of: resnet18, resnet34, resnet50, ",
+        ),
+        (
+            ["--multirun", "optimizer.lrr=1e-3,3e-3"],
+            "optimizer.lrr is not a key of the config; did you mean optimizer.lr?",
+        ),
+        (
+            ["-m", "model=lenet,resnet18", "trainer.max_epoch=1"],
+            "trainer.max_epoch is not a key of the config; did you mean trainer.max_epochs?",
+        ),
+        (["optimizer=adam,sgd,adamm", "-m"], "optimizer=adamm is not an option of optimizer"),
+        (
+            ["-m", "optimizer.lr=interval(1e-4,1e-2)", "optimizer.lrr=1"],
+            "optimizer.lrr is not a key of the config",
+        ),
+    ],
+)
+def test_a_multirun_with_an_unknown_key_or_option_is_refused_in_one_line(
+    argv: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        check_command_line("train", argv)
+    assert str(refused.value).startswith(message)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_multiruns_jobs_check_each_swept_option_and_a_swept_keys_first_value() -> None:
+    jobs = multirun_jobs(["model=lenet,resnet18,vgg11", "optimizer.lr=range(1,1000000)", "seed=1"])
+    assert jobs == [
+        ["model=lenet", "optimizer.lr=1", "seed=1"],
+        ["model=resnet18", "optimizer.lr=1", "seed=1"],
+        ["model=vgg11", "optimizer.lr=1", "seed=1"],
+    ]
 
 
 def test_hydra_full_error_leaves_the_error_to_hydra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 import zoo
 from zoo.core.errors import ZooError, exit_on_user_error
+from zoo.core.signals import StopRequested
 from zoo.training.preemption import InterruptedExit
 from zoo.training.sweep import SweepFailed
 
@@ -27,8 +28,9 @@ def exception_classes() -> list[type[BaseException]]:
 
 
 # Hydra prints SweepFailed itself, at the end of a multirun: it reports the jobs' user errors.
-# InterruptedExit is the exit (130) of a run paused by Ctrl-C, after its checkpoint is saved.
-NOT_USER_ERRORS = {SweepFailed, InterruptedExit}
+# InterruptedExit is the exit (130) of a run paused by Ctrl-C, after its checkpoint is saved;
+# StopRequested the exit (143 or 130) of a loop that a SIGTERM or a Ctrl-C stopped.
+NOT_USER_ERRORS = {SweepFailed, InterruptedExit, StopRequested}
 
 
 @pytest.mark.parametrize("cls", exception_classes(), ids=lambda c: f"{c.__module__}.{c.__name__}")

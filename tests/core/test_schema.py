@@ -105,3 +105,49 @@ def test_parse_own_leaves_other_keys_to_their_readers() -> None:
     assert Example.parse_own(node, "toy").rate == 0.5
     with pytest.raises(ConfigError, match=r"toy\.somebody_elses is not an option"):
         Example.parse({"rate": 0.5, "somebody_elses": 1}, "toy")
+
+
+@dataclass
+class Ascent(Schema):
+    # Unbounded above by its meaning, bounded by what stays feasible.
+    steps: int = option(20, ge=1, at_most=10_000, why="each is a forward pass")
+    starts: int = option(9, ge=1, at_most=64)
+    lr: float = option(0.1, gt=0)
+    scale: float = 1.4  # no bounds at all
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"steps": 10_001},
+            r"^a\.steps must be at most 10,000 \(each is a forward pass\), got 10001$",
+        ),
+        ({"starts": 65}, r"^a\.starts must be at most 64, got 65$"),
+        # Under the lower bound, the words of the lower bound, as before.
+        ({"steps": 0}, r"^a\.steps must be an integer >= 1, got 0$"),
+    ],
+)
+def test_a_value_over_its_feasible_limit_is_refused_naming_the_limit(
+    values: dict, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Ascent.parse(values, "a")
+    assert Ascent.parse({"steps": 10_000, "starts": 64}, "a").steps == 10_000
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"lr": float("nan")}, r"^a\.lr must be a finite number, got nan$"),
+        # inf passes a lower bound: finiteness is checked first, for every field.
+        ({"lr": float("inf")}, r"^a\.lr must be a finite number, got inf$"),
+        ({"scale": float("-inf")}, r"^a\.scale must be a finite number, got -inf$"),
+        ({"betas": [0.9, float("nan")]}, r"^a\.betas must be a finite number, got \[0\.9, nan\]$"),
+        ({"lr": "nan"}, r"^a\.lr must be a finite number, got nan$"),
+    ],
+)
+def test_every_number_must_be_finite_bounded_or_not(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Ascent.parse(values, "a")

@@ -7,10 +7,12 @@ import inspect
 
 import pytest
 import pytorch_lightning as pl
+import torch
 from omegaconf import OmegaConf
 
+from zoo.core import trainer as trainer_module
 from zoo.core.errors import ConfigError
-from zoo.core.trainer import TrainerConfig, build_trainer, lightning_defaults
+from zoo.core.trainer import TrainerConfig, build_trainer, lightning_defaults, set_threads
 
 
 def test_the_lightning_node_holds_every_trainer_argument_at_its_default() -> None:
@@ -33,6 +35,8 @@ def test_the_lightning_node_holds_every_trainer_argument_at_its_default() -> Non
         ({"val_check_interval": 0}, "trainer.val_check_interval must be a number of batches"),
         ({"min_epochs": 3, "max_epochs": 2}, "trainer.min_epochs=3 is more than"),
         ({"num_sanity_val_steps": -2}, "trainer.num_sanity_val_steps must be an integer >= -1"),
+        ({"threads": 0}, r"trainer.threads must be auto or an integer in \[1, 1024\], got 0"),
+        ({"threads": "many"}, "trainer.threads must be auto or an integer in"),
     ],
 )
 def test_impossible_values_are_refused(values: dict, message: str) -> None:
@@ -50,3 +54,39 @@ def test_lightnings_own_refusals_are_config_errors() -> None:
     trainer = OmegaConf.create({**lightning_defaults(), "devices": 0, "accelerator": "cpu"})
     with pytest.raises(ConfigError, match=r"^trainer: .*devices=0"):
         build_trainer(trainer, logger=False)
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("cores", "busy", "expected"), [(2, 0.1, 2), (2, 0.9, 1), (2, 2.0, 1), (8, 3.2, 5)]
+)
+def test_auto_threads_are_the_cores_no_other_process_keeps_busy(
+    monkeypatch, restore_threads, cores: int, busy: float, expected: int
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(trainer_module, "cores_for_this_run", lambda: (cores, busy))
+    set_threads("auto")
+    assert torch.get_num_threads() == expected
+
+
+def test_auto_threads_leave_an_explicit_omp_num_threads_alone(monkeypatch, restore_threads) -> None:
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(trainer_module, "cores_for_this_run", lambda: (8, 0.0))
+    set_threads("auto")
+    assert torch.get_num_threads() == 1
+
+
+def test_the_trainer_is_built_with_the_threads_asked_for_and_without_the_zoo_key(
+    restore_threads,
+) -> None:
+    trainer = OmegaConf.create({**lightning_defaults(), "accelerator": "cpu", "threads": 1})
+    built = build_trainer(trainer, logger=False)
+    assert isinstance(built, pl.Trainer)
+    assert torch.get_num_threads() == 1

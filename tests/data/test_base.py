@@ -1,5 +1,5 @@
 """Every dataset is one name for three things: a ZooDataModule registered under it, defined with
-its schema in zoo/data/[<family>/]<name>.py, and configs/data/<name>.yaml, whose keys are the
+its schema in zoo/data/[<family>/]<name>.py, and zoo/configs/data/<name>.yaml, whose keys are the
 schema's. The datamodules' contract (zoo.data.base), the schemas' checks, and data configs read
 back from checkpoints of an older zoo."""
 

@@ -5,6 +5,7 @@ weights to a checkpoint whose predictions name the folder's classes."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,10 +153,27 @@ def empty_class(root: Path) -> Path:
     return root
 
 
+def single_class(root: Path) -> Path:
+    for split in COUNTS:
+        for name in CLASSES[1:]:
+            for image in (root / split / name).iterdir():
+                image.unlink()
+            (root / split / name).rmdir()
+    return root
+
+
+def root_is_a_file(root: Path) -> Path:
+    shutil.rmtree(root)
+    root.write_text("not a folder")
+    return root
+
+
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
         (lambda root: root / "nowhere", r"image folder root .*nowhere does not exist: set data"),
+        (root_is_a_file, r"image folder root .*f is a file, not a folder: set data.root"),
+        (single_class, r"train has a single class folder \(cat\): classification needs at least 2"),
         (missing_val_class, r"val holds images directly \(0\.\w+, ...\), not in <class>/ class"),
         (foreign_test_class, r"of .*train and .*test differ: .*only in val \['horse'\]"),
         (empty_class, r"empty class folder .*train/dog: it holds no image files"),
@@ -177,6 +195,14 @@ def test_an_unreadable_image_is_named(decode: str, tmp_path: Path) -> None:
     dm.setup("test")
     with pytest.raises(ImageNetDataError, match=rf"cannot read image {broken}"):
         split_batch(dm, "val")
+
+
+def test_one_class_of_several_is_refused_too(folder: Path) -> None:
+    refused = "data.classes=1: classification needs at least 2 classes"
+    with pytest.raises(ImageNetDataError, match=refused):
+        data.describe({"name": "image_folder", "root": str(folder), "classes": 1})
+    with pytest.raises(ImageNetDataError, match=refused):
+        datamodule(folder, classes=1).setup("fit")
 
 
 def test_class_names_that_are_not_the_folders_are_refused(folder: Path) -> None:

@@ -436,10 +436,17 @@ def missing_root(root: Path) -> Path:
     return root
 
 
+def root_is_a_file(root: Path) -> Path:
+    shutil.rmtree(root)
+    root.write_text("not a folder")
+    return root
+
+
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
         (missing_root, "does not exist"),
+        (root_is_a_file, "is a file, not a folder: set data.root"),
         (not_an_imagenet_root, "is not an ImageNet root"),
         (flat_val_folder, "holds images directly"),
         (empty_class_folder, "empty class folder"),

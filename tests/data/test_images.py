@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from zoo.core.errors import ZooError
 from zoo.data import images
 from zoo.data.images import decode, decode_jpegs, read_bytes, write_jpeg, write_png
 
@@ -231,3 +232,94 @@ def test_the_segmentation_folder_decodes_images_by_content_and_takes_only_png_ma
         read_pair(gif_as_png, jpeg_mask, channels=3, num_classes=3)
     with pytest.raises(SegmentationDataError, match=r"3,072 pixels is over the limit of 1,000"):
         read_pair(gif_as_png, tmp_path / "mask.png", 3, 3, max_pixels=1000)
+
+
+# --- folders: one listing for every datamodule and predict= ----------------------------------
+
+
+def test_a_folder_lists_its_visible_subfolders_and_images_in_the_order_paths_sort(
+    tmp_path: Path,
+) -> None:
+    for name in ("b/z.png", "b/a/x.JPEG", "b.png", "a.webp", ".hidden/c.png", "b/.d.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not an image by name")
+    (tmp_path / "up").symlink_to(tmp_path)  # a link to a parent: listed, never descended into
+
+    listing = images.list_folder(tmp_path, unreadable)
+    assert listing.folders == [tmp_path / "b", tmp_path / "up"]
+    assert listing.images == [tmp_path / "a.webp", tmp_path / "b.png"]
+    found = images.list_folder(tmp_path, unreadable, recursive=True).images
+    expected = ["a.webp", "b/a/x.JPEG", "b/z.png", "b.png"]
+    assert found == sorted(found) == [tmp_path / name for name in expected]
+
+
+def symlink_loop(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).symlink_to(name)  # itself
+    return folder / name
+
+
+@pytest.mark.parametrize("name", ["loop.png", "class_folder"])
+def test_a_symbolic_link_loop_named_like_an_image_or_a_folder_is_one_line_naming_it(
+    name: str, tmp_path: Path
+) -> None:
+    loop = symlink_loop(tmp_path / "deep", name)
+    refused = f"cannot read {loop}: a symbolic link loop (it never reaches a file or folder)"
+    for recursive in (False, True):
+        with pytest.raises(Unreadable) as caught:
+            images.list_folder(loop.parent, unreadable, recursive)
+        assert str(caught.value) == refused
+    with pytest.raises(Unreadable) as caught:
+        images.list_folder(tmp_path, unreadable, recursive=True)  # found a level down
+    assert str(caught.value) == refused
+
+
+def image_tree(root: Path, *folders: str) -> Path:
+    """A small image in each folder named under ``root``."""
+    for folder in folders:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        save(picture(8, 8), root / folder / "0.png", "PNG")
+    return root
+
+
+def read_class_folders(root: Path) -> None:
+    from zoo.data.image_folder import ImageFolderDataModule
+
+    image_tree(root, "train/cat", "train/dog", "val/cat", "val/dog")
+    ImageFolderDataModule(str(root), num_workers=0).setup("fit")
+
+
+def read_segmentation_folder(root: Path) -> None:
+    from zoo.data.segmentation_folder import pair_files
+
+    pair_files(image_tree(root, "images", "masks"))
+
+
+def read_predict_folder(root: Path) -> None:
+    from zoo.evaluation.predict import find_images
+
+    find_images(str(image_tree(root, "photos")))
+
+
+@pytest.mark.parametrize(
+    ("read", "where"),
+    [
+        (read_class_folders, "train/dog/loop.png"),
+        (read_class_folders, "train/loop"),  # where a class folder would be
+        (read_class_folders, "val/dog/loop.jpg"),
+        (read_segmentation_folder, "images/loop.png"),
+        (read_segmentation_folder, "masks/sub/loop"),
+        (read_predict_folder, "photos/loop.png"),
+        (read_predict_folder, "photos/sub/loop"),
+    ],
+)
+def test_every_folder_reader_names_a_symbolic_link_loop_in_one_line(
+    read, where: str, tmp_path: Path
+) -> None:
+    loop = symlink_loop(tmp_path / Path(where).parent, Path(where).name)
+    with pytest.raises(ZooError) as caught:
+        read(tmp_path)
+    assert str(caught.value).endswith(
+        f"cannot read {loop}: a symbolic link loop (it never reaches a file or folder)"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from urllib.error import URLError
 
@@ -16,7 +17,14 @@ from tests.conftest import REPO_ROOT, write_synthetic_mnist
 from zoo import data
 from zoo.core.errors import ConfigError
 from zoo.data.mnist import files as mnist_files
-from zoo.data.mnist.files import MNIST_MD5, MNISTUnavailableError, ensure_mnist, md5sum, raw_dir
+from zoo.data.mnist.files import (
+    MNIST_MD5,
+    IDXFileError,
+    MNISTUnavailableError,
+    ensure_mnist,
+    md5sum,
+    raw_dir,
+)
 from zoo.data.mnist.mnist import MNISTDataModule, batch_transform
 
 
@@ -137,3 +145,35 @@ def test_a_failed_download_is_one_warning_line_naming_the_error(
     assert "\n" not in warning
     assert warning.startswith("MNIST source torchvision mirrors failed: RuntimeError: ")
     assert warning.endswith("Temporary failure in name resolution>"), warning
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            lambda raw: (raw / "train-images-idx3-ubyte").write_bytes(
+                (raw / "train-images-idx3-ubyte").read_bytes()[:-1000]
+            ),
+            "train-images-idx3-ubyte holds 500,760 bytes of data where its header promises "
+            "501,760 (640x28x28): truncated; data.verify=false reads the files as they are, so "
+            "they must be whole",
+        ),
+        (
+            lambda raw: (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01\0\0\0\x03abc"),
+            "t10k-labels-idx1-ubyte holds 3 labels for the 200 images of t10k-images-idx3-ubyte",
+        ),
+        (
+            lambda raw: (raw / "train-labels-idx1-ubyte").write_bytes(b"not an idx file"),
+            "train-labels-idx1-ubyte is not an IDX file of unsigned bytes (its header is wrong)",
+        ),
+    ],
+    ids=["truncated", "miscounted", "garbage"],
+)
+def test_unverified_files_must_be_whole_idx_files_and_are_named_if_not(
+    damage: Callable[[Path], object], message: str, tmp_path: Path
+) -> None:
+    raw = raw_dir(write_synthetic_mnist(tmp_path))
+    damage(raw)
+    with pytest.raises(IDXFileError) as refused:
+        ensure_mnist(tmp_path, verify=False)
+    assert str(refused.value) == f"{raw}/{message}"

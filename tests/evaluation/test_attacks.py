@@ -32,14 +32,17 @@ from zoo.core.errors import ConfigError
 from zoo.evaluation.attacks import (
     ATTACK_CONFIGS,
     PGDConfig,
+    PGDRobustness,
+    attack_tables,
     check_attack,
     deepfool,
     minimal_targeted,
     universal_perturbation,
 )
 from zoo.evaluation.attacks.sweep import accuracy_figure, examples_figure
+from zoo.evaluation.attacks.universal import load_perturbation
 from zoo.evaluation.run import evaluate
-from zoo.tasks.adversarial import AdversarialOptions, PGDSettings
+from zoo.tasks.adversarial import AdversarialOptions, PGDSettings, project
 from zoo.tasks.build import build_task
 from zoo.training.run import train
 
@@ -94,6 +97,79 @@ def test_a_universal_perturbation_stays_in_its_ball_and_fools_an_affine_classifi
         assert log["train_images"] == 40 and log["train_fooling_rate"][-1] > 0.3
 
 
+# --- PGD's restarts, on a classifier whose random start decides ----------------------------
+
+
+class TwoBasins(nn.Module):
+    """Images of one pixel p, clean at 0.5 and of class 0; the wrong class's logit margin is
+    f(p) = 10 (p - 0.5)^2 + 2 (p - 0.5) - 0.8, lowest at p = 0.4. In the L-infinity ball of
+    radius 0.3, PGD from a start below 0.4 climbs down to 0.2, where f = -0.5 (still class 0);
+    from above 0.4 it climbs up to 0.8, where f = 0.7 (fooled). One random start fools an
+    image with probability 2/3, and only a fresh start can fool one that it missed."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        p = images.flatten(1)[:, 0] - 0.5
+        margin = 10 * p**2 + 2 * p - 0.8
+        return torch.stack([torch.zeros_like(margin), margin], dim=1)
+
+
+def robust_after_pgd(restarts: int, batches: int = 3, seed: int = 0) -> torch.Tensor:
+    """Which of ``batches`` batches of 64 clean images survive PGD-10 at eps 0.3 with
+    ``restarts`` restarts, the batches attacked in turn as the test loop hands them over."""
+    model = TwoBasins()
+    report = PGDRobustness(
+        [0.3], torch.zeros(1), torch.ones(1), steps=10, restarts=restarts, seed=seed
+    )
+    report.reset(torch.device("cpu"))
+    images, targets = torch.full((64, 1, 1, 1), 0.5), torch.zeros(64, dtype=torch.long)
+    robust = []
+    for _ in range(batches):
+        [adversarial] = report.perturb(model, images, targets)
+        robust.append(model(adversarial).argmax(dim=1) == targets)
+    return torch.cat(robust)
+
+
+def test_a_second_restart_fools_images_that_the_first_start_missed() -> None:
+    once, twice = robust_after_pgd(restarts=1), robust_after_pgd(restarts=2)
+    assert 0.2 < once.float().mean() < 0.5  # about 1/3: the starts below 0.4
+    assert twice.sum() < once.sum() and not (twice & ~once).any()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_an_image_counts_as_robust_only_if_it_survives_every_restart(seed: int) -> None:
+    """On every batch, the first restart draws what restarts=1 draws with the same seed: more
+    restarts never report an image robust that one restart fooled."""
+    once = robust_after_pgd(restarts=1, seed=seed)
+    for restarts in (3, 10):
+        more = robust_after_pgd(restarts=restarts, seed=seed)
+        assert not (more & ~once).any()
+    assert robust_after_pgd(restarts=10, seed=seed).sum() < once.sum()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"restarts": 0}, "attack.restarts must be an integer >= 1, got 0"),
+        (
+            {"restarts": 101},
+            r"attack.restarts must be at most 100 \(each is a whole PGD run on the images not "
+            r"yet fooled\), got 101",
+        ),
+        (
+            {"restarts": 2, "random_start": False},
+            "attack.restarts=2 needs attack.random_start=true: without a random start every "
+            "restart is the same attack",
+        ),
+    ],
+)
+def test_restarts_are_bounded_and_need_a_random_start(
+    settings: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        check_attack({"name": "pgd", **settings})
+    assert check_attack({"name": "pgd", "restarts": 100}).restarts == 100
+
+
 # --- the reports, on a trained LeNet --------------------------------------------------------
 
 
@@ -138,6 +214,20 @@ def test_pgd_is_at_least_as_strong_as_fgsm(run_evaluate, tmp_path: Path) -> None
     assert {"pgd_examples.png", "pgd_accuracy.png"} <= {
         p.name for p in (tmp_path / "pgd").iterdir()
     }
+
+
+def test_pgd_with_restarts_reports_at_most_one_starts_accuracy_and_its_timing_says_so(
+    run_evaluate, tmp_path: Path
+) -> None:
+    settings = ("attack=pgd", "attack.eps=[0,0.1,0.2]", "attack.steps=3")
+    once = run_evaluate(*settings, output_dir=tmp_path / "once")
+    thrice = run_evaluate(*settings, "attack.restarts=3", output_dir=tmp_path / "thrice")
+    assert thrice["pgd"]["restarts"] == 3 and once["pgd"]["restarts"] == 1
+    assert all(t <= o for t, o in zip(thrice["pgd"]["acc"], once["pgd"]["acc"], strict=True))
+    # The loop's throughput includes the attack, and its name says so.
+    assert thrice["images_per_sec_attack_included"] > 0 and "images_per_sec" not in thrice
+    [table] = attack_tables(thrice)
+    assert str(table.title).startswith("PGD-3, 3 restarts (linf) (the attack alone: ")
 
 
 def test_each_eps_accuracy_reaches_the_loggers_as_a_scalar(run_evaluate, tmp_path: Path) -> None:
@@ -232,6 +322,35 @@ def test_impossible_attack_settings_are_one_clear_error(
         run_evaluate(*overrides)
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"name": "pgd", "steps": 10**9},
+            r"^attack.steps must be at most 10,000 \(each is a forward and a backward pass\), "
+            r"got 1000000000$",
+        ),
+        ({"name": "lbfgs", "max_iterations": 10**9}, "^attack.max_iterations must be at most "),
+        ({"name": "lbfgs", "search_steps": 1000}, "^attack.search_steps must be at most 50, "),
+        ({"name": "lbfgs", "initial_c": float("inf")}, "initial_c must be a finite number, got"),
+        (
+            {"name": "universal", "train_images": 10**9},
+            r"^attack.train_images must be at most 10,000 \(the images are held in memory at "
+            r"once\), got 1000000000$",
+        ),
+        ({"name": "universal", "max_passes": 10**9}, "^attack.max_passes must be at most 100, "),
+        ({"name": "universal", "deepfool_steps": 10**9}, "deepfool_steps must be at most 1,000 "),
+        ({"name": "universal", "overshoot": float("nan")}, "overshoot must be a finite number"),
+    ],
+)
+def test_an_attacks_counts_are_bounded_by_what_stays_feasible(
+    settings: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as refused:
+        check_attack(settings)
+    assert "\n" not in str(refused.value)
+
+
 def test_a_universal_perturbation_of_the_wrong_shape_is_refused(
     run_evaluate, tmp_path: Path
 ) -> None:
@@ -274,3 +393,42 @@ def test_the_fgsm_and_pgd_figures_build_without_a_warning() -> None:
         for title in ("FGSM", "PGD-20 (L-inf)"):
             plt.close(examples_figure(clean, clean + 0.1, titles, titles, 0.1, title))
             plt.close(accuracy_figure([0.0, 0.1, 0.3], [0.9, 0.5, 0.1], title))
+
+
+def saved_perturbation(path: Path, v: torch.Tensor) -> Path:
+    torch.save(v, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("v", "eps", "norm", "words"),
+    [
+        (torch.full((1, 4, 4), 0.9), 0.05, "linf", "L∞ norm 0.9 is over attack.eps=0.05"),
+        (torch.full((1, 4, 4), 0.1), 0.3, "l2", "L2 norm 0.4 is over attack.eps=0.3"),
+        (torch.full((1, 4, 4), 1e30), 0.05, "l2", "L2 norm 4e+30 is over attack.eps=0.05"),
+    ],
+    ids=["linf", "l2", "finite 1e30"],
+)
+def test_a_loaded_perturbation_over_its_budget_is_refused(
+    v: torch.Tensor, eps: float, norm: str, words: str, tmp_path: Path
+) -> None:
+    path = saved_perturbation(tmp_path / "v.pt", v)
+    with pytest.raises(ConfigError) as refused:
+        load_perturbation(path, (1, 4, 4), eps, norm)
+    assert str(refused.value) == (
+        f"{path}: the perturbation's {words} (attack.norm={norm}): it would be reported under "
+        "a budget it breaks"
+    )
+
+
+def test_a_perturbation_whose_norm_overflows_is_refused(tmp_path: Path) -> None:
+    path = saved_perturbation(tmp_path / "v.pt", torch.full((1, 4, 4), 1e300, dtype=torch.float64))
+    with pytest.raises(ConfigError) as refused:
+        load_perturbation(path, (1, 4, 4), 0.05, "l2")
+    assert str(refused.value) == f"{path}: the perturbation's L2 norm overflows: absurd values"
+
+
+def test_a_perturbation_on_its_ball_loads_as_saved(tmp_path: Path) -> None:
+    v = project(torch.randn(1, 1, 4, 4), 0.3, "l2")  # its norm 0.3, give or take a rounding
+    loaded = load_perturbation(saved_perturbation(tmp_path / "v.pt", v[0]), (1, 4, 4), 0.3, "l2")
+    assert torch.equal(loaded, v)

@@ -21,6 +21,7 @@ from zoo.core.errors import ConfigError
 from zoo.evaluation.checkpoint import CheckpointError, load_checkpoint
 from zoo.evaluation.run import evaluate
 from zoo.models.loading import WeightsError
+from zoo.tasks.build import translate_flat_hparams
 
 # LeNet-5 trained on MNIST before the layout change: a real checkpoint of 0.3 MB.
 LENET = Path(__file__).parent / "legacy" / "lenet_before_layout.ckpt"
@@ -274,3 +275,17 @@ def test_a_checkpoint_cannot_lift_this_machines_pixel_limit(tmp_path: Path) -> N
         ckpt["datamodule_hyper_parameters"]["max_image_pixels"] = 10**12
 
     assert "max_image_pixels" not in load_checkpoint(altered(tmp_path, lift)).data
+
+
+def test_a_checkpoint_without_an_optimizer_evaluates(tmp_path: Path) -> None:
+    """Evaluation needs the model and what it read its data with, not what trained it."""
+
+    def without_optimizer(ckpt: dict[str, Any]) -> None:
+        arguments = translate_flat_hparams(ckpt["hyper_parameters"])
+        ckpt["hyper_parameters"] = {key: arguments[key] for key in ("model", "data", "options")}
+
+    path = altered(tmp_path, without_optimizer)
+    network = load_checkpoint(path).model.state_dict()
+    stored = torch.load(LENET, weights_only=True)["state_dict"]
+    for key, tensor in network.items():
+        assert torch.equal(tensor, stored[f"model.{key}"]), key

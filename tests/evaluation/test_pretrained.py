@@ -10,13 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from tests.conftest import compose_config
 from tests.pretrained import Publisher
+from zoo import models
 from zoo.core.errors import ConfigError
 from zoo.evaluation.run import evaluate
+from zoo.models.loading import WeightsError
+from zoo.tasks.build import build_task
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +85,25 @@ def test_without_a_checkpoint_the_model_and_dataset_must_be_named(tmp_path: Path
         cfg = compose_config(overrides, tmp_path, config_name="evaluate")
         with pytest.raises(ConfigError, match=message):
             evaluate(cfg, tmp_path / "out")
+
+
+def test_weights_that_do_not_fill_the_network_evaluate_nothing_but_fine_tune(
+    tmp_path: Path,
+) -> None:
+    """A 7-class head on a 10-class dataset: train.py fine-tunes a fresh head, but evaluating
+    one would measure a network nobody trained."""
+    path = tmp_path / "seven.pth"
+    torch.save(models.build("lenet", num_classes=7, in_channels=1).state_dict(), path)
+    spec = {"name": "lenet", "weights": str(path), "num_classes": 10, "in_channels": 1}
+    module = build_task(spec, {"name": "adam"}, None, None)
+    assert module.fresh_tensors == ["classifier.4.weight", "classifier.4.bias"]
+    overrides = ["model=lenet", f"model.weights={path}", "data=mnist", "logger=none"]
+    cfg = compose_config(overrides, tmp_path / "evaluate", config_name="evaluate")
+    with pytest.raises(WeightsError) as refused:
+        evaluate(cfg, tmp_path / "evaluate")
+    assert str(refused.value) == (
+        f"model.weights={path} does not fill LeNet5 with 10 classes: 2 tensors "
+        "(classifier.4.weight, classifier.4.bias) would keep their random initialisation, and "
+        "evaluating them measures a network nobody trained; fine-tune it with train.py first, "
+        "or give weights for these classes"
+    )

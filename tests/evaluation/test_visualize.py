@@ -4,6 +4,8 @@ synthetic MNIST (class k is a bright bar at its own height), checked by what the
 from __future__ import annotations
 
 import json
+import os
+import signal
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,10 +29,13 @@ from tests.conftest import (
 )
 from zoo.core.config import CONFIG_DIR
 from zoo.core.errors import ConfigError
+from zoo.core.signals import StopRequested
+from zoo.evaluation.checkpoint import load_checkpoint
 from zoo.evaluation.run import evaluate
 from zoo.evaluation.visualize import METHODS, parse_visualization
 from zoo.evaluation.visualize.common import Context
 from zoo.evaluation.visualize.maps import FiltersConfig, filters
+from zoo.evaluation.visualize.optimize import ClassModelsConfig, class_models
 from zoo.training.run import train
 
 # Few steps and starts: the properties hold well before the defaults' counts.
@@ -290,6 +295,30 @@ def test_filters_of_a_model_without_convolutions_is_refused(tmp_path: Path) -> N
         filters(ctx, FiltersConfig())
 
 
+def test_an_image_folder_as_input_decodes_only_the_image_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zoo.data.mnist.mnist import MNISTDataModule
+    from zoo.evaluation import predict
+    from zoo.evaluation.visualize.common import input_image
+
+    for i in range(3):
+        Image.new("L", (56, 56), 40 * i).save(tmp_path / f"{i}.png")
+    decoded = []
+
+    def counted_decode(path: Path, *args: Any, **kwargs: Any) -> torch.Tensor:
+        decoded.append(path)
+        return real_decode(path, *args, **kwargs)
+
+    real_decode = predict.decode
+    monkeypatch.setattr(predict, "decode", counted_decode)
+    mnist = MNISTDataModule(image_size=28)
+    ctx = Context(nn.Conv2d(1, 1, 1), "classification", 10, 1, 28, mnist, "test",
+                  *torch.zeros(2, 1), tmp_path, [])  # fmt: skip
+    x = input_image(ctx, str(tmp_path), "feature_maps")
+    assert decoded == [tmp_path / "0.png"] and x.shape == (1, 1, 28, 28)
+
+
 def test_class_models_make_no_sense_for_segmentation(
     synthetic_mnist: Path, run_visualize, tmp_path: Path
 ) -> None:
@@ -354,3 +383,153 @@ def test_on_a_lenet_trained_on_real_mnist_class_models_are_certain_and_units_bea
         for unit, entry in result["units"].items():
             assert entry["exceeds_data"], (layer, unit, entry)
     assert report["saliency"]["integrated_gradients"]["ink_ratio"] > 1
+
+
+# Counts and sizes with no bound in their meaning are bounded by what stays feasible, the limit
+# in the refusal; every number must be finite (a NaN lr would write NaN into metrics.json).
+LIMITS = [
+    (
+        "class_models",
+        {"steps": 10**9},
+        r"^visualization\.class_models\.steps must be at most 10,000 \(each is a forward and a "
+        r"backward pass\), got 1000000000$",
+    ),
+    (
+        "activation_max",
+        {"starts": 10**9},
+        r"^visualization\.activation_max\.starts must be at most 64 \(they go through the "
+        r"network as one batch\), got 1000000000$",
+    ),
+    (
+        "activation_max",
+        {"data_samples": 10**9},
+        r"data_samples must be at most 10,000 \(the samples are held in memory at once\)",
+    ),
+    ("deep_dream", {"octaves": 3000}, r"^visualization\.deep_dream\.octaves must be at most 20, "),
+    ("deep_dream", {"scale": 1e308}, r"^visualization\.deep_dream\.scale must be at most 10\.0, "),
+    ("saliency", {"ig_steps": 10**9}, r"^visualization\.saliency\.ig_steps must be at most 1,000 "),
+    ("saliency", {"samples": 10**9}, r"^visualization\.saliency\.samples must be at most 10,000 "),
+    (
+        "class_models",
+        {"classes": []},
+        r"^visualization\.class_models\.classes must hold 1 to 64 class indices \(they go "
+        r"through the network as one batch\), or be null for every class, got \[\]$",
+    ),
+    (
+        "class_models",
+        {"classes": list(range(65))},
+        r"classes must hold 1 to 64 class indices .*got 65 of them$",
+    ),
+    (
+        "deep_dream",
+        {"lr": float("nan")},
+        r"^visualization\.deep_dream\.lr must be a finite number, ",
+    ),
+    (
+        "activation_max",
+        {"rho": float("inf")},
+        r"activation_max\.rho must be a finite number, got inf",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "settings", "message"), LIMITS)
+def test_counts_sizes_and_non_finite_numbers_are_refused_with_their_limit(
+    name: str, settings: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as refused:
+        parse_visualization(name, settings)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_nan_lr_is_refused_before_the_checkpoint_is_read_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    overrides = [
+        f"ckpt_path={tmp_path / 'missing.ckpt'}",
+        "visualize=deep_dream",
+        "visualization.deep_dream.lr=nan",
+    ]
+    cfg = compose_config(overrides, tmp_path / "run", "evaluate")
+    try:
+        with pytest.raises(ConfigError) as refused:
+            evaluate(cfg, tmp_path / "run")
+    finally:
+        GlobalHydra.instance().clear()
+    assert str(refused.value) == "visualization.deep_dream.lr must be a finite number, got nan"
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+LEGACY = Path(__file__).parent / "legacy"
+
+
+def three_channel_lenet(tmp_path: Path) -> Path:
+    """The legacy LeNet-5 taking RGB images: its first kernels repeated over three channels."""
+    ckpt = torch.load(LEGACY / "lenet_before_layout.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["model"]["in_channels"] = 3
+    first = ckpt["state_dict"]["model.features.0.weight"]
+    ckpt["state_dict"]["model.features.0.weight"] = first.repeat(1, 3, 1, 1) / 3
+    path = tmp_path / "lenet_rgb.ckpt"
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("other", "message"),
+    [
+        (
+            lambda tmp: LEGACY / "unet_before_layout.ckpt",
+            "is a segmentation model, not a classifier",
+        ),
+        (three_channel_lenet, "takes 3-channel images, the class images have 1"),
+    ],
+    ids=["a U-Net", "an RGB classifier"],
+)
+def test_other_ckpts_that_cant_judge_the_class_images_are_refused_before_the_ascent(
+    other: Callable[[Path], Path], message: str, tmp_path: Path
+) -> None:
+    path = other(tmp_path)
+    lenet = load_checkpoint(LEGACY / "lenet_before_layout.ckpt").model
+    ctx = Context(
+        lenet, "classification", 10, 1, 32, None, "test", *torch.zeros(2, 1), tmp_path, []
+    )
+    # 10^9 steps: a refusal after the ascent would never come.
+    settings = ClassModelsConfig(other_ckpts=[str(path)], steps=10**9)
+    with pytest.raises(ConfigError) as refused:
+        class_models(ctx, settings)
+    assert str(refused.value) == f"visualization.class_models.other_ckpts: {path} {message}"
+
+
+def test_a_sigterm_keeps_the_methods_that_finished_and_says_where_it_stopped(
+    synthetic_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM once filters has drawn its figures: class_models stops at its first forward pass;
+    metrics.json holds filters' results and the place of the stop."""
+    filters_then_sigterm = METHODS["filters"].run
+
+    def run(ctx: Context, settings: Any) -> dict[str, Any]:
+        results = filters_then_sigterm(ctx, settings)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return results
+
+    monkeypatch.setitem(METHODS, "filters", METHODS["filters"]._replace(run=run))
+    overrides = [
+        f"ckpt_path={LEGACY / 'lenet_before_layout.ckpt'}",
+        f"paths.data_dir={synthetic_mnist}",
+        "+data.verify=false",
+        "trainer.accelerator=cpu",
+        "logger=none",
+        "visualize=[filters,class_models]",
+    ]
+    cfg = compose_config(overrides, tmp_path, "evaluate")
+    try:
+        with pytest.raises(StopRequested) as stopped:
+            evaluate(cfg, tmp_path)
+    finally:
+        GlobalHydra.instance().clear()
+    assert stopped.value.code == 143
+    assert stopped.value.saved == "metrics.json holds the methods that finished (filters)"
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["stopped"] == "SIGTERM during class_models"
+    assert "filters" in report and "class_models" not in report
+    assert (tmp_path / report["filters"]["features.0"]["png"]).is_file()

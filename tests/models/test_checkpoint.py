@@ -4,6 +4,7 @@ damaged file is refused by each of them alike, in one line, before anything uses
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -234,3 +235,46 @@ def test_its_errors_are_evaluations_checkpoint_errors() -> None:
 
     assert evaluation.CheckpointError is CheckpointError
     assert issubclass(CheckpointError, WeightsError)
+
+
+def inflating(contents: dict[str, Any], path: Path) -> Path:
+    """``contents`` saved by torch, its members then stored DEFLATE-compressed (which
+    torch.save never does, and torch.load reads): 8 MB of zeros beside the checkpoint unpack
+    from a few kB."""
+    plain = saved({**contents, "padding": torch.zeros(2_000_000)}, path.with_suffix(".plain"))
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bomb:
+        for info in source.infolist():
+            bomb.writestr(info.filename, source.read(info))
+    return path
+
+
+def test_a_checkpoint_that_unpacks_past_its_size_is_refused_alike_on_every_path(
+    module: ZooTask, tmp_path: Path
+) -> None:
+    path = inflating(contents_of(module), tmp_path / "bomb.ckpt")
+    lines = set()
+    for read in PATHS.values():
+        with pytest.raises(WeightsError) as refused:
+            read(path, module)
+        lines.add(str(refused.value))
+    [line] = lines
+    assert line.startswith(f"refusing {path}: its members unpack to 8.")
+    assert "stored compressed, which torch.save never does" in line
+
+
+def test_where_the_model_is_in_hand_a_checkpoint_may_hold_no_more_than_it_can_need(
+    module: ZooTask, tmp_path: Path
+) -> None:
+    """train.py ckpt_path= and model.weights= hold LeNet-5: a checkpoint of it (its weights,
+    Adam's moments, an average) is far below 8 x its 247 kB + 16 MB. evaluate.py learns the
+    model from the file, and reads what the file holds on disk."""
+    contents = {**contents_of(module), "padding": torch.zeros(5_000_000)}  # 20 MB, stored
+    path = saved(contents, tmp_path / "padded.ckpt")
+    for way in ("train.py ckpt_path=", "model.weights="):
+        with pytest.raises(WeightsError) as refused:
+            PATHS[way](path, module)
+        assert str(refused.value) == (
+            f"refusing {path}: it unpacks to 20.2 MB, more than the 18.0 MB that a file for "
+            "LeNet5's weights can need (8 x 246.8 kB + 16.0 MB); nothing was unpacked"
+        )
+    assert isinstance(PATHS["evaluate.py ckpt_path="](path, module).model, models.ZooModel)

@@ -1,5 +1,5 @@
 """zoo.models.config: each registered model's config schema is its constructor's arguments, and
-every configs/model/*.yaml parses with it."""
+every zoo/configs/model/*.yaml parses with it."""
 
 from __future__ import annotations
 

@@ -1,16 +1,20 @@
 """zoo.models.loading.safe_load: a damaged zip member is refused by name before torch reads it,
-whatever kind of file it is (checkpoint, ckpt_path=, model.weights); legacy files still load."""
+whatever kind of file it is (checkpoint, ckpt_path=, model.weights); so is a file that would
+unpack to more than it holds, or than its reader can need; legacy files still load."""
 
 from __future__ import annotations
 
+import os
+import re
 import struct
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from zoo.models.loading import WeightsError, safe_load
+from zoo.models.loading import SizeLimit, WeightsError, safe_load
 
 
 def saved(path: Path, **options: object) -> Path:
@@ -66,3 +70,82 @@ def test_a_truncated_zip_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="not a readable PyTorch checkpoint") as refused:
         safe_load(path)
     assert "\n" not in str(refused.value)
+
+
+# --- files that unpack to more than they hold ---------------------------------------------------
+
+
+def zeros_file(path: Path, count: int, **options: object) -> Path:
+    torch.save({"weight": torch.zeros(count)}, path, **options)
+    return path
+
+
+def inflating(path: Path, count: int) -> Path:
+    """A torch file of ``count`` float32 zeros, its members stored DEFLATE-compressed: a few kB
+    that torch.load unpacks to ``4 * count`` bytes."""
+    plain = zeros_file(path.with_suffix(".plain"), count)
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bomb:
+        for info in source.infolist():
+            bomb.writestr(info.filename, source.read(info))
+    plain.unlink()
+    return path
+
+
+def test_torch_itself_unpacks_a_member_stored_compressed(tmp_path: Path) -> None:
+    """Why the sizes are checked: torch.save never compresses a member, but torch.load inflates
+    one, whole, before anything could look at what it holds."""
+    path = inflating(tmp_path / "bomb.pth", 1_000_000)
+    assert path.stat().st_size < 100_000
+    assert torch.load(path, weights_only=True)["weight"].numel() == 1_000_000
+
+
+def test_a_file_that_unpacks_past_its_own_size_is_refused_before_anything_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = inflating(tmp_path / "bomb.pth", 1_000_000)
+    members: list[str] = []
+    loads: list[Path] = []
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: members.append(name))
+    monkeypatch.setattr(torch, "load", lambda path, **options: loads.append(path))
+    with pytest.raises(WeightsError) as refused:
+        safe_load(path, "weights file")
+    assert re.fullmatch(
+        rf"refusing {re.escape(str(path))}: its members unpack to 4\.0 MB from \d+\.\d kB on disk "
+        r"\('bomb/data/0' alone to 4\.0 MB, stored compressed, which torch\.save never does\); "
+        r"nothing was unpacked",
+        str(refused.value),
+    )
+    assert members == [] and loads == []  # no member was unpacked, not even for its CRC
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_a_file_larger_than_its_reader_can_need_is_refused_before_it_is_read(
+    legacy: bool, tmp_path: Path
+) -> None:
+    path = zeros_file(tmp_path / "big.pth", 4_500_000, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(WeightsError) as refused:
+        safe_load(path, "weights file", SizeLimit.of_tensor((10,)))
+    assert str(refused.value) == (
+        f"refusing {path}: it unpacks to 18.0 MB, more than the 16.0 MB that a file for a (10,) "
+        "float32 tensor can need (8 x 40 bytes + 16.0 MB); nothing was unpacked"
+    )
+    weight = safe_load(path, "weights file", SizeLimit.of_tensor((4_500_000,)))["weight"]
+    assert weight.numel() == 4_500_000
+
+
+MAKERS: dict[str, tuple[Callable[[Path], object], str]] = {
+    "a directory": (Path.mkdir, "is a directory, not a file"),
+    "a FIFO": (os.mkfifo, "is not a regular file (a FIFO, a socket or a device)"),
+    "nothing": (lambda path: None, "does not exist"),
+}
+
+
+@pytest.mark.parametrize(("make", "words"), MAKERS.values(), ids=list(MAKERS))
+def test_what_stands_at_the_path_is_named_and_a_fifo_is_never_opened(
+    make: Callable[[Path], object], words: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "weights.pth"
+    make(path)
+    with pytest.raises(WeightsError) as refused:
+        safe_load(path, "weights file")
+    assert str(refused.value) == f"weights file {path} {words}"

@@ -227,7 +227,8 @@ def test_the_command_line_names_the_missing_file_in_one_line(tmp_path: Path) -> 
          "IMAGENET1K_V1, DEFAULT"),
         ("alexnet", "IMAGENET1K_V1", {}, "torchvision's alexnet, which needs "
          "model.variant=torchvision (got 'original')"),
-        ("lenet", "DEFAULT", {}, "torchvision publishes no weights for lenet"),
+        ("lenet", "IMAGENET1K_V1", {}, "model.weights=IMAGENET1K_V1 is not a weights name of "
+         "lenet: MNIST_V1, MNIST_ROBUST_V1, DEFAULT (or a path to a weights file)"),
         ("resnet18", "IMAGENET1K_V1", {"small_input": True}, "needs model.small_input=false"),
         ("vgg16", "IMAGENET1K_FEATURES", {}, "has no classifier weights; use one of IMAGENET1K_V1"),
     ],
@@ -337,6 +338,63 @@ def test_a_local_state_dict_file_loads_and_a_digest_in_its_name_is_checked(
         models.build("resnet18", weights=str(named), num_classes=4)
     with pytest.raises(WeightsError, match="does not exist"):
         models.build("resnet18", weights=str(tmp_path / "missing.pth"))
+
+
+LENET = {"num_classes": 10, "in_channels": 1}
+
+
+def lenet_file(path: Path, **changed: torch.Tensor) -> Path:
+    """A state_dict of LeNet-5 (10 classes, grey) with the ``changed`` tensors put in."""
+    torch.save({**models.build("lenet", **LENET).state_dict(), **changed}, path)
+    return path
+
+
+def test_nan_weights_are_refused_even_in_a_head_that_does_not_fit(tmp_path: Path) -> None:
+    """A 7-class head is left out to fine-tune (a new head); its NaN still says the file is
+    damaged."""
+    nan_head = torch.full((7, 84), float("nan"))
+    path = lenet_file(tmp_path / "nan.pth", **{"classifier.4.weight": nan_head})
+    with pytest.raises(WeightsError) as refused:
+        models.build("lenet", weights=str(path), **LENET)
+    assert str(refused.value) == (
+        f"{path}: weight 'classifier.4.weight' holds NaN or infinite values: a damaged file"
+    )
+
+
+def test_a_first_convolution_that_is_not_rgb_is_named_with_its_file(tmp_path: Path) -> None:
+    path = lenet_file(tmp_path / "two.pth", **{"features.0.weight": torch.zeros(6, 2, 5, 5)})
+    with pytest.raises(WeightsError) as refused:
+        models.build("lenet", weights=str(path), **LENET)
+    assert str(refused.value) == (
+        f"{path}: weight 'features.0.weight' reads 2 input channels, the model 1 "
+        "(model.in_channels): only RGB (3-channel) kernels are adapted"
+    )
+
+
+def test_a_state_dict_whose_keys_are_not_names_is_refused_naming_them(tmp_path: Path) -> None:
+    path = tmp_path / "numbers.pth"
+    torch.save({1: torch.zeros(1), 2: torch.zeros(1)}, path)
+    with pytest.raises(WeightsError) as refused:
+        models.build("lenet", weights=str(path), **LENET)
+    assert str(refused.value) == f"{path}: state_dict keys are not strings: [1, 2]"
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (Path.mkdir, "is a directory, not a file"),
+        (os.mkfifo, "is not a regular file (a FIFO, a socket or a device)"),
+    ],
+    ids=["directory", "fifo"],
+)
+def test_model_weights_that_are_no_file_are_named_for_what_they_are(
+    make: Any, words: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "weights.pth"
+    make(path)
+    with pytest.raises(WeightsError) as refused:
+        models.build("lenet", weights=str(path), **LENET)
+    assert str(refused.value) == f"model.weights: {path} {words}"
 
 
 # --- docs/models.md ------------------------------------------------------------------------------

@@ -104,6 +104,13 @@ def test_pgd_from_a_random_start_stays_in_the_ball_and_the_box(norm: str) -> Non
         ({"method": "cw"}, "task.adversarial.method must be null \\(off\\) or fgsm, pgd, got 'cw'"),
         ({"method": "pgd", "alpha": 2}, r"task.adversarial.alpha must be a number in \[0, 1\]"),
         ({"val_batches": 0}, "task.adversarial.val_batches must be an integer >= 1, or null"),
+        (
+            {"method": "pgd", "steps": 10**9},
+            r"^task.adversarial.steps must be at most 10,000 \(each is a forward and a backward "
+            r"pass\), got 1000000000$",
+        ),
+        ({"val_steps": 10**9}, "task.adversarial.val_steps must be at most 10,000 "),
+        ({"method": "pgd", "step_size": float("inf")}, "step_size must be a finite number"),
     ],
 )
 def test_impossible_adversarial_settings_are_refused(block: dict, message: str) -> None:

@@ -1,4 +1,4 @@
-"""The task config group (configs/task/) and the task modules' typed options: each model's
+"""The task config group (zoo/configs/task/) and the task modules' typed options: each model's
 config picks its task's group, each group's file is its schema's defaults, the modules take one
 options object and keep it as plain data, and the flat hyper-parameters of checkpoints written
 before the group are translated once into today's layout."""
@@ -108,8 +108,8 @@ def test_options_of_the_wrong_type_are_refused() -> None:
         ClassificationModule({"name": "lenet"}, ADAM, options=SegmentationOptions())
 
 
-# Every key of the flat ``task:`` block (configs/train.yaml before the task group), away from its
-# default, as a checkpoint of the time holds them beside the model's and data's configs.
+# Every key of the flat ``task:`` block (zoo/configs/train.yaml before the task group), away from
+# its default, as a checkpoint of the time holds them beside the model's and data's configs.
 FLAT_CLASSIFICATION = {
     "model": {"name": "lenet", "in_channels": 1, "num_classes": 10},
     "optimizer": ADAM,

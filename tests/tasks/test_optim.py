@@ -1,7 +1,7 @@
-"""The optimizer and scheduler schemas (zoo/tasks/optim.py): every option of configs/optimizer
-and configs/scheduler, and every recipe of configs/experiment, parses with its schema; impossible
-values are refused in one line naming the key, before any data is loaded; and the optimizer and
-schedule built are those the checked config describes."""
+"""The optimizer and scheduler schemas (zoo/tasks/optim.py): every option of
+zoo/configs/optimizer and zoo/configs/scheduler, and every recipe of zoo/configs/experiment, parses
+with its schema; impossible values are refused in one line naming the key, before any data is
+loaded; and the optimizer and schedule built are those the checked config describes."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def options(group: str) -> list[str]:
 
 
 def keys_of(group: str, name: str) -> dict[str, Any]:
-    """The keys configs/<group>/<name>.yaml sets."""
+    """The keys zoo/configs/<group>/<name>.yaml sets."""
     return yaml.safe_load((CONFIG_DIR / group / f"{name}.yaml").read_text()) or {}
 
 

@@ -20,7 +20,7 @@ from tests.conftest import compose_config, synthetic_digits, synthetic_train_ove
 from zoo.core.config import CONFIG_DIR, instantiate_group
 from zoo.core.errors import ConfigError
 from zoo.evaluation.run import evaluate
-from zoo.training.ema import EMA, EMAConfig, parse_ema
+from zoo.training.ema import EMA, EMAConfig, check_resumed_averaging, parse_ema
 from zoo.training.run import check_config, train
 
 # A decay this low makes the average differ from the raw weights within a few steps.
@@ -161,7 +161,9 @@ def test_the_decay_and_the_start_step_are_the_configs(train_cfg, tmp_path: Path)
 
 
 IMPOSSIBLE = [
-    ("callbacks.ema.decay=1.5", "callbacks.ema.decay must be a number in \\[0, 1\\]"),
+    ("callbacks.ema.decay=1.5", "callbacks.ema.decay must be a number in \\[0, 1\\)"),
+    # An average that never moves from the first weights.
+    ("callbacks.ema.decay=1.0", "callbacks.ema.decay must be a number in \\[0, 1\\), got 1.0"),
     ("callbacks.ema.update_starting_at_step=-3", "update_starting_at_step must be"),
     ("callbacks.ema.update_every_n_steps=0", "update_every_n_steps must be"),
 ]
@@ -199,7 +201,7 @@ def test_callbacks_without_an_ema_have_nothing_to_check(tmp_path: Path) -> None:
         *IMPOSSIBLE,
         (
             "callbacks.ema.decay=slow",
-            "callbacks.ema.decay must be a number in \\[0, 1\\], got 'slow'",
+            "callbacks.ema.decay must be a number in \\[0, 1\\), got 'slow'",
         ),
         (
             "callbacks.ema.update_starting_at_step=-3",
@@ -223,3 +225,96 @@ def test_the_callback_reads_its_checked_settings() -> None:
     assert (ema.update_starting_at_step, ema.update_every_n_steps) == (3, 1)
     with pytest.raises(ConfigError, match=r"callbacks.ema.update_every_n_steps must be an integer"):
         EMA(update_every_n_steps=0)
+
+
+# Two epochs of 5 steps: step indices 0 to 9.
+SHORT_RUN = ("trainer.max_epochs=2", "trainer.limit_train_batches=5")
+
+
+def test_an_average_that_the_run_would_never_update_is_refused_before_training(
+    train_cfg, tmp_path: Path
+) -> None:
+    cfg = train_cfg(
+        "callbacks=ema", "callbacks.ema.update_starting_at_step=10", *SHORT_RUN, "logger=none"
+    )
+    with pytest.raises(ConfigError) as refused:
+        train(cfg, tmp_path)
+    assert str(refused.value) == (
+        "callbacks=ema with update_starting_at_step=10 never updates the average in this run's "
+        "10 steps (trainer.max_epochs=2 of 5 steps): it would keep the untrained weights, which "
+        "every checkpoint, the test and evaluate.py would score. Start the updates before the "
+        "run's end"
+    )
+    assert not list((tmp_path / "checkpoints").glob("*.ckpt"))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"update_every_n_steps": 10},
+            "callbacks=ema with update_every_n_steps=10 updates the average after the first step "
+            "only in this run's 10 steps (10 steps): it would keep the first step's weights",
+        ),
+        # The epoch alone leaves the step updates on: those start past the end too.
+        (
+            {"update_starting_at_epoch": 2, "update_starting_at_step": 10},
+            "callbacks=ema with update_starting_at_step=10 and update_starting_at_epoch=2 never "
+            "updates the average",
+        ),
+    ],
+)
+def test_every_schedule_that_leaves_the_first_weights_is_refused(
+    settings: dict[str, int], message: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        EMAConfig(**settings).check_schedule(steps=10, steps_per_epoch=5, how="10 steps")
+    assert str(refused.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("settings", "updates"),
+    [
+        ({}, 10),  # after every step
+        ({"update_starting_at_step": 9}, 1),  # after the last one: the trained weights
+        ({"update_every_n_steps": 4}, 3),  # indices 0, 4 and 8
+        ({"update_starting_at_step": 5, "update_every_n_steps": 4}, 1),  # index 8
+        ({"update_starting_at_step": 10, "update_starting_at_epoch": 1}, 1),  # epoch 1's end
+    ],
+)
+def test_the_updates_counted_are_those_lightnings_ema_makes(
+    settings: dict[str, int], updates: int
+) -> None:
+    assert EMAConfig(**settings).updates(steps=10, steps_per_epoch=5) == updates
+
+
+def test_an_average_the_first_update_still_dominates_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    EMAConfig(decay=0.999).check_schedule(steps=100, steps_per_epoch=50, how="a short run")
+    [record] = caplog.records
+    assert record.getMessage() == (
+        "callbacks.ema: 100 updates of the average in this run's 100 steps (a short run) leave "
+        "the first update's weights 91% of it at the end (decay 0.999): lower the decay for a "
+        "run this short"
+    )
+
+
+def test_a_resume_that_would_switch_the_average_off_or_on_is_refused(
+    ema_run: EMARun, train_cfg, tmp_path: Path
+) -> None:
+    last = ema_run.best.parent / "last.ckpt"
+    cfg = train_cfg(
+        "trainer.max_epochs=3", "data.batch_size=32", "logger=none", f"ckpt_path={last}"
+    )
+    with pytest.raises(ConfigError) as refused:
+        train(cfg, tmp_path)
+    assert str(refused.value) == (
+        f"{last} was trained with callbacks=ema, this run has no EMA: it would train on from "
+        "the checkpoint's average instead of its weights. Resume with callbacks=ema (and its "
+        "settings of the first run), or start a fresh run (without ckpt_path, in a new "
+        "hydra.run.dir)"
+    )
+    with pytest.raises(ConfigError, match=r"^plain.ckpt was trained without callbacks=ema, this"):
+        check_resumed_averaging(Path("plain.ckpt"), checkpoint_averages=False, run_averages=True)
+    check_resumed_averaging(Path("a.ckpt"), checkpoint_averages=True, run_averages=True)

@@ -25,12 +25,12 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
 from tests.conftest import REPO_ROOT, compose_config, run_script, synthetic_train_overrides
 from zoo.core.errors import exit_on_user_error
+from zoo.core.trainer import build_trainer
 from zoo.data.mnist.mnist import MNISTDataModule
 from zoo.data.sampling import ResumableBatchSampler
 from zoo.training.checkpoint_io import TEMP_GLOB, AtomicCheckpointIO
@@ -415,7 +415,7 @@ def test_cluster_slurm_requeues_through_lightning_and_keeps_one_run_dir_per_job(
         monkeypatch.setenv(f"SLURM_{key}", value)
     cfg = compose_config(["cluster=slurm", "trainer.accelerator=cpu"], tmp_path)
     assert cfg.hydra.run.dir.endswith("/train/runs/slurm-4242")
-    trainer = instantiate(cfg.trainer, logger=False)
+    trainer = build_trainer(cfg.trainer, logger=False)
     environment = trainer._accelerator_connector.cluster_environment
     assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
@@ -423,7 +423,7 @@ def test_cluster_slurm_requeues_through_lightning_and_keeps_one_run_dir_per_job(
 
 def test_the_default_trainer_writes_checkpoints_atomically(tmp_path: Path) -> None:
     cfg = compose_config(["trainer.accelerator=cpu"], tmp_path)
-    trainer = instantiate(cfg.trainer, logger=False)
+    trainer = build_trainer(cfg.trainer, logger=False)
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 

@@ -177,7 +177,7 @@ def test_a_resume_with_another_config_is_refused_naming_the_key(
 
 
 def test_a_resume_may_change_how_the_optimizer_runs_but_not_what_it_computes() -> None:
-    # A checkpoint from before configs/optimizer/adam.yaml set fused: true.
+    # A checkpoint from before zoo/configs/optimizer/adam.yaml set fused: true.
     saved = {"optimizer": {"name": "adam", "lr": 3e-3, "weight_decay": 0.0}}
     fused = {"optimizer": {**saved["optimizer"], "fused": True, "foreach": None}}
     assert config_mismatch(fused, saved) is None

@@ -25,6 +25,7 @@ from tests.conftest import (
 from zoo.core.errors import ConfigError
 from zoo.training.cluster import SUBMITIT_JOB
 from zoo.training.run import check_config, train
+from zoo.training.sweep import check_sweep
 
 # One short epoch per job, on the synthetic digits, quiet.
 TOY = ("trainer.max_epochs=1", "logger=none", "test=false")
@@ -125,6 +126,90 @@ def test_a_study_whose_objective_is_never_logged_stops_in_one_line_with_exit_cod
         "val/acc, val/acc_top5, val/loss (sweep stopped)"
     )
     assert len(list(sweep_dir(tmp_path).glob("[0-9]*"))) == 1  # no second trial
+
+
+# --- sweeper and launcher settings, checked before Hydra launches a job ------------------------
+
+SEARCH = "hparams_search=lenet_mnist_optuna"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refusal"),
+    [
+        ([SEARCH, "hydra.sweeper.n_trials=0"],
+         "hydra.sweeper.n_trials must be an integer in [1, 10000], got 0"),
+        ([SEARCH, "optimized_metric=test/acc"],
+         "optimized_metric must be a validation metric (val/...) or null, never a test metric, "
+         "got 'test/acc'"),
+        ([SEARCH, "optimized_metric=null"],
+         "optimized_metric=null: hydra/sweeper=optuna needs the validation metric it optimises, "
+         "e.g. optimized_metric=val/acc"),
+        ([SEARCH, "hydra.sweeper.direction=sideways"],
+         "hydra.sweeper.direction must be minimize or maximize, got 'sideways'"),
+        ([SEARCH, "hydra.sweeper.direction=[maximize,minimize]"],
+         "hydra.sweeper.direction must be minimize or maximize, got ['maximize', 'minimize']"),
+        ([SEARCH, "hydra.sweeper.max_failure_rate=1.5"],
+         "hydra.sweeper.max_failure_rate must be a number in [0, 1], got 1.5"),
+        (["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=-5"],
+         "hydra.launcher.timeout_min must be an integer >= 1, got -5"),
+        (["hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=0"],
+         "hydra.launcher.cpus_per_task must be an integer >= 1, got 0"),
+    ],
+)  # fmt: skip
+def test_sweep_settings_that_would_fail_once_launched_are_refused_first(
+    overrides: list[str], refusal: str, tmp_path: Path
+) -> None:
+    cfg = compose_config(overrides, tmp_path)
+    GlobalHydra.instance().clear()
+    with pytest.raises(ConfigError) as caught:
+        check_sweep(cfg)
+    assert str(caught.value) == refusal
+
+
+def test_an_unknown_launcher_key_is_refused_naming_the_closest(tmp_path: Path) -> None:
+    cfg = compose_config(
+        ["hydra/launcher=submitit_slurm", "+hydra.launcher.partitoin=gpu"], tmp_path
+    )
+    GlobalHydra.instance().clear()
+    with pytest.raises(ConfigError) as caught:
+        check_sweep(cfg)
+    line = str(caught.value)
+    assert line.startswith(
+        "hydra.launcher.partitoin is not an option of hydra/launcher=submitit_slurm (options: "
+        "_target_, submitit_folder, timeout_min,"
+    )
+    assert line.endswith("; did you mean hydra.launcher.partition?")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [[SEARCH], ["hydra/launcher=submitit_local"], ["hydra/launcher=submitit_slurm"], []],
+)
+def test_the_shipped_sweeper_and_launchers_pass_the_check(
+    overrides: list[str], tmp_path: Path
+) -> None:
+    cfg = compose_config(overrides, tmp_path)
+    GlobalHydra.instance().clear()
+    check_sweep(cfg)
+
+
+def test_a_study_that_every_trial_would_refuse_stops_in_one_line_before_any_trial(
+    synthetic_mnist: Path, tmp_path: Path
+) -> None:
+    result = run_script(
+        "train.py",
+        SEARCH,
+        "optimized_metric=test/acc",
+        *synthetic_train_overrides(synthetic_mnist),
+        f"paths.log_dir={tmp_path}",
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: optimized_metric must be a validation metric (val/...) or null, never a test "
+        "metric, got 'test/acc'"
+    )
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("train/multiruns/*/[0-9]*"))  # no trial ran
 
 
 @pytest.mark.slow

@@ -1,21 +1,25 @@
 """The command line of train.py and evaluate.py, checked before Hydra runs: an unknown key or an
 unknown group option is one ConfigError naming the closest valid ones, where Hydra would print
 several lines, its config search path, and a hint (``+key=value``) that leads to a second error.
+A multirun (``-m``) is checked too, through the jobs its sweeps make.
 
 Only these mistakes, and a group the entry point doesn't have, are translated; any other error
 is left to Hydra, which reports it as it always has when ``@hydra.main`` composes the same
-command line again.
+command line again. The command line itself goes to Hydra unchanged.
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 from collections.abc import Sequence
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_loader import ConfigLoader
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -24,26 +28,80 @@ from zoo.core.config import CONFIG_DIR
 from zoo.core.errors import ConfigError
 from zoo.core.trainer import register_configs
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
 
 def check_command_line(config_name: str, argv: Sequence[str]) -> None:
-    """Compose configs/<config_name>.yaml with the overrides in ``argv`` (``sys.argv[1:]``) only
-    to check them; raise ConfigError for an unknown key or group option.
+    """Compose zoo/configs/<config_name>.yaml with the overrides in ``argv`` (``sys.argv[1:]``)
+    only to check them; raise ConfigError for an unknown key or group option.
 
-    A command line with flags (``--help``, ``--cfg``, ``--info``, ``-m`` ...) is Hydra's to
+    With ``-m``/``--multirun``, the jobs of :func:`multirun_jobs` are composed in turn. A
+    command line with any other flag (``--help``, ``--cfg``, ``--info`` ...) is Hydra's to
     handle, and so is every error under HYDRA_FULL_ERROR=1, which shows Hydra's full trace."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1" or any(arg.startswith("-") for arg in argv):
+    overrides = [arg for arg in argv if arg not in MULTIRUN_FLAGS]
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" or any(arg.startswith("-") for arg in overrides):
         return
     register_configs()
+    jobs = [overrides]
+    if len(overrides) < len(argv):
+        try:
+            jobs = multirun_jobs(overrides)
+        except HydraException:
+            return  # a malformed override or sweep: Hydra reports it
+    for job in jobs:
+        _check_job(config_name, job)
+
+
+def multirun_jobs(overrides: Sequence[str]) -> list[list[str]]:
+    """Command lines of single jobs that, composed, check every value of a multirun's
+    ``overrides`` that can be unknown: all options of a swept group (each with the other
+    overrides at their first value), and a swept key once, at its first value (its values are
+    for the job to check: a range can be long). An interval (for sweepers such as Optuna's)
+    counts as its start."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        # With the loader, a glob (model=glob(res*)) expands to the group's options.
+        parsed = OverridesParser.create(config_loader=loader).parse_overrides(list(overrides))
+        choices: list[list[str]] = []
+        for override in parsed:
+            key, sweep = override.get_key_element(), override.value()
+            if override.is_discrete_sweep():
+                values = (f"{key}={value}" for value in override.sweep_string_iterator())
+                whole = _is_group(loader, override.key_or_group)
+                choices.append(list(values if whole else itertools.islice(values, 1)))
+            elif isinstance(sweep, IntervalSweep):
+                choices.append([f"{key}={sweep.start}"])
+            else:
+                choices.append([override.input_line])
+    choices = [values for values in choices if values]  # a glob that matches nothing
+    first = [values[0] for values in choices]
+    return [first] + [
+        [*first[:i], value, *first[i + 1 :]]
+        for i, values in enumerate(choices)
+        for value in values[1:]
+    ]
+
+
+def _is_group(loader: ConfigLoader, key: str) -> bool:
+    """Whether ``key`` (``model``, ``hydra/launcher``) names a config group, not a value."""
+    parent, _, name = key.rpartition("/")
+    return name in loader.list_groups(parent)
+
+
+def _check_job(config_name: str, overrides: Sequence[str]) -> None:
+    """ConfigError if one job's ``overrides`` name an unknown key or group option."""
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            compose(config_name, overrides=list(argv), return_hydra_config=True)
+            compose(config_name, overrides=list(overrides), return_hydra_config=True)
     except MissingConfigException as err:
         message = _unknown_option_message(err)
         if message is None:
             return
         raise ConfigError(message) from err
     except ConfigCompositionException as err:
-        message = _unknown_key_message(err, argv) or _foreign_group_message(config_name, argv)
+        message = _unknown_key_message(err, overrides) or _foreign_group_message(
+            config_name, overrides
+        )
         if message is None:
             return
         raise ConfigError(message) from err
@@ -94,7 +152,7 @@ def _unknown_key_message(err: ConfigCompositionException, argv: Sequence[str]) -
 
 
 def _foreign_group_message(config_name: str, argv: Sequence[str]) -> str | None:
-    """A group of configs/ that this entry point's defaults list lacks (Hydra: "No match in the
+    """A group of zoo/configs/ that this entry point's defaults list lacks (Hydra: "No match in the
     defaults list"): "optimizer=nope: evaluate has no optimizer group; its groups: ..."."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         groups = GlobalHydra.instance().config_loader().list_groups("")

@@ -17,14 +17,15 @@ import zoo
 from zoo.core.errors import ConfigError
 from zoo.core.trainer import TrainerConfig, register_configs
 
-# configs/ sits beside the zoo package in a checkout (editable install).
-CONFIG_DIR = Path(zoo.__file__).resolve().parents[1] / "configs"
+# Inside the package, so that an installed zoo (pip install .) has them too.
+CONFIG_DIR = Path(zoo.__file__).resolve().parent / "configs"
 
 
 def project_root() -> str:
-    """The checkout holding configs/, else the working directory (a non-editable install)."""
-    root = CONFIG_DIR.parent
-    return str(root if CONFIG_DIR.is_dir() else Path(os.getcwd()))
+    """The checkout the zoo package is in (an editable install), else the working directory
+    (an installed zoo): where data/ and outputs/ go."""
+    checkout = Path(zoo.__file__).resolve().parents[1]
+    return str(checkout if (checkout / "pyproject.toml").is_file() else Path(os.getcwd()))
 
 
 def config_subdir(run_dir: str, stamp: str) -> str:
@@ -78,7 +79,7 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 def compose_config(
     overrides: list[str], output_dir: Path, config_name: str = "train"
 ) -> DictConfig:
-    """Compose configs/<config_name>.yaml with overrides, as the command line would, for a run
+    """Compose zoo/configs/<config_name>.yaml with overrides, as the command line would, for a run
     writing into ``output_dir``, outside ``@hydra.main`` (the tests, benchmarks/step_profile.py)."""
     GlobalHydra.instance().clear()
     register_configs()

@@ -10,6 +10,8 @@ import warnings
 from pathlib import Path
 
 from lightning_fabric.utilities.rank_zero import rank_zero_only
+from rich.console import Console
+from rich.table import Table
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ def quiet_library_noise() -> None:
     warnings.filterwarnings(
         "ignore", message=r"The number of training batches \(\d+\) is smaller than the logging"
     )
-    # configs/hydra/launcher/submitit_*.yaml shadow the plugin's configs of the same names on
+    # zoo/configs/hydra/launcher/submitit_*.yaml shadow the plugin's configs of the same names on
     # purpose, with our defaults, and Hydra still checks them against the plugin's schema
     # (catching typos).
     warnings.filterwarnings(
@@ -69,3 +71,13 @@ def log_run_directory(output_dir: Path, holding: str = "") -> None:
     """Say where the run writes (at its start) or wrote ``holding`` (at its end), once: from
     rank 0 only, the other ranks of a DDP run writing into the same directory."""
     log.info("run directory: %s%s", output_dir, f" ({holding})" if holding else "")
+
+
+def print_full_width(console: Console, table: Table) -> None:
+    """``table`` at the width its cells need, wider than the terminal if it must: rich draws at
+    80 columns where stdout is a pipe or a file, and cuts every cell to fit ("le…"). The
+    console stays that wide for what it prints next."""
+    needed = console.measure(table, options=console.options.update_width(10_000)).maximum
+    # Console.print(width=) is capped at the console's own width: widen the console itself.
+    console.width = max(console.width, needed)
+    console.print(table)

@@ -2,7 +2,7 @@
 
 Hydra creates the run directory and writes ``.hydra/`` into it before the task starts, so a
 read-only one would end in Hydra's traceback: ``WritableRunDirectory``, a Hydra callback
-(configs/hydra/default.yaml), checks it first, for train.py and evaluate.py alike.
+(zoo/configs/hydra/default.yaml), checks it first, for train.py and evaluate.py alike.
 """
 
 from __future__ import annotations

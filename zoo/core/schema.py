@@ -10,9 +10,10 @@ which keys the group has, of which types, within which bounds.
 
 Key names and types are checked by OmegaConf, the schema being its structured config: a key the
 schema lacks and a value of the wrong type are refused. OmegaConf has no bounds, so the bounds
-each field declares with :func:`option` are checked here (the one hand-written part), and
-:meth:`Schema.check` holds what concerns several fields together. Every refusal is one
-ConfigError naming the key and what is valid: "data.batch_size must be an integer >= 1, got 0".
+each field declares with :func:`option` are checked here (the one hand-written part), with
+one bound every field has: a number is finite (no NaN, no inf). :meth:`Schema.check` holds what
+concerns several fields together. Every refusal is one ConfigError naming the key and what is
+valid: "data.batch_size must be an integer >= 1, got 0".
 
 A key lives in exactly one schema, so renaming it renames its check: nothing is keyed by a
 dotted string that could drift from the config.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +53,11 @@ class Bounds:
     valid: Callable[[Any], bool] | None = None
     # What is valid, in words, where the words made from the bounds would not say it well.
     what: str | None = None
+    # The most that stays feasible (time, memory) where nothing in the value's meaning bounds
+    # it, and why: refused in words of its own ("must be at most 10,000 (why)"), the other
+    # bounds' words unchanged.
+    at_most: int | float | None = None
+    why: str | None = None
 
     def admits(self, value: Any) -> bool:
         if self.valid is not None:
@@ -65,6 +72,15 @@ class Bounds:
             and (self.le is None or value <= self.le)
             and (self.lt is None or value < self.lt)
         )
+
+    def exceeded_by(self, value: Any) -> bool:
+        """True if ``value`` is a number over :attr:`at_most`."""
+        return self.at_most is not None and is_number(value) and value > self.at_most
+
+    def limit(self) -> str:
+        """The limit in words: "at most 10,000 (each is a forward and a backward pass)"."""
+        words = f"at most {self.at_most:,}"
+        return f"{words} ({self.why})" if self.why else words
 
     def describe(self, kind: str) -> str:
         """``kind`` ("an integer") with the bounds: "an integer >= 1", "a number in [0, 1)"."""
@@ -92,11 +108,15 @@ def option(
     choices: Sequence[Any] | None = None,
     valid: Callable[[Any], bool] | None = None,
     what: str | None = None,
+    at_most: int | float | None = None,
+    why: str | None = None,
     default_factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A schema field with bounds: ``option(128, ge=1)``, ``option("linf", choices=NORMS)``,
-    ``option(None, valid=..., what="a number of batches >= 1, ...")``."""
-    bounds = Bounds(ge, gt, le, lt, tuple(choices) if choices is not None else None, valid, what)
+    ``option(None, valid=..., what="a number of batches >= 1, ...")``, ``option(20, ge=1,
+    at_most=10_000, why="each step is a forward and a backward pass")``."""
+    choices = tuple(choices) if choices is not None else None
+    bounds = Bounds(ge, gt, le, lt, choices, valid, what, at_most, why)
     metadata = {_BOUNDS: bounds}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
@@ -106,6 +126,13 @@ def option(
 def is_number(value: Any) -> bool:
     """An int or a float, not a bool."""
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_finite(value: Any) -> bool:
+    """False for a NaN or infinite float, alone or in a list; True for anything else."""
+    if isinstance(value, list | tuple):
+        return all(is_finite(item) for item in value)
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def is_integer(value: Any) -> bool:
@@ -229,10 +256,20 @@ class Schema:
             if isinstance(value, Schema):
                 value._check_all(_join(key, field.name))
                 continue
+            if not is_finite(value):
+                # Every field's, bounded or not: NaN passes no comparison and inf passes a lower
+                # bound; neither is a learning rate, a scale or a budget.
+                raise ConfigError(
+                    f"{_join(key, field.name)} must be a finite number, got {value!r}"
+                )
             bounds = field.metadata.get(_BOUNDS)
             if bounds is not None and not bounds.admits(value):
                 raise ConfigError(
                     f"{_join(key, field.name)} must be {describe(type(self), field)}, got {value!r}"
+                )
+            if bounds is not None and bounds.exceeded_by(value):
+                raise ConfigError(
+                    f"{_join(key, field.name)} must be {bounds.limit()}, got {value!r}"
                 )
         self.check(key)
 

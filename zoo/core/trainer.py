@@ -1,7 +1,7 @@
 """The ``trainer`` config group: every argument of Lightning's Trainer, the keys the zoo checks,
 and building the Trainer from it, for train.py and evaluate.py alike.
 
-``configs/trainer/default.yaml`` starts from ``trainer/lightning``, a node registered in Hydra's
+``zoo/configs/trainer/default.yaml`` starts from ``trainer/lightning``, a node registered in Hydra's
 ConfigStore holding every Trainer argument at Lightning's own default, read from the installed
 Lightning's signature: any argument is a plain override (``trainer.max_time=00:01:00:00``, no
 ``+``), none is spelled out for a version it may not fit, and the yaml files say only what the
@@ -12,23 +12,34 @@ starts; Lightning checks the others when the Trainer is built (``build_trainer``
 from __future__ import annotations
 
 import inspect
+import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 import pytorch_lightning as pl
+import torch
 from hydra.core.config_store import ConfigStore
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from zoo.core.errors import ConfigError
 from zoo.core.schema import Schema, is_integer, is_number, option
 
-# The node configs/trainer/default.yaml extends.
+log = logging.getLogger(__name__)
+
+# The node zoo/configs/trainer/default.yaml extends.
 LIGHTNING_DEFAULTS = "lightning"
-# Trainer arguments that are config groups of their own (configs/logger, configs/callbacks).
+# Trainer arguments that are config groups of their own (zoo/configs/logger, zoo/configs/callbacks).
 OWN_GROUPS = ("logger", "callbacks")
+# The zoo's own keys in the trainer group, read here and not passed to Lightning's Trainer.
+ZOO_KEYS = ("threads",)
+MAX_THREADS = 1024
+# How long ``threads: auto`` watches the machine before choosing.
+CPU_SAMPLE_SECONDS = 0.25
 
 
 def lightning_defaults() -> dict[str, Any]:
@@ -59,6 +70,31 @@ def _interval(value: Any) -> bool:
     return is_number(value) and 0 < value <= 1
 
 
+def _threads(value: Any) -> bool:
+    return value == "auto" or (is_integer(value) and 1 <= value <= MAX_THREADS)
+
+
+def cores_for_this_run() -> tuple[int, float]:
+    """(cores this process may run on, how many of them other processes keep busy now)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    busy = psutil.cpu_percent(interval=CPU_SAMPLE_SECONDS) / 100 * (os.cpu_count() or 1)
+    return cores or 1, busy
+
+
+def set_threads(threads: int | str) -> None:
+    """torch's intra-op threads. ``auto``: one per core that no other process keeps busy (at
+    least one), unless ``OMP_NUM_THREADS`` says otherwise. Measured on a 2-core machine
+    (docs/benchmarks.md, "CPU threads"): beside one busy process, LeNet-5 at 2 threads ran
+    5.4x slower than at 1, the threads spinning on each other; idle, 2 threads were 1.4x faster."""
+    if threads == "auto":
+        if "OMP_NUM_THREADS" in os.environ:
+            return
+        cores, busy = cores_for_this_run()
+        threads = max(1, cores - round(busy))
+        log.info("threads: %d (auto: %d cores, %.1f busy with other work)", threads, cores, busy)
+    torch.set_num_threads(int(threads))
+
+
 @dataclass
 class TrainerConfig(Schema):
     """The Trainer arguments the zoo checks before anything is built: counts and intervals that
@@ -79,6 +115,7 @@ class TrainerConfig(Schema):
         None, ge=-1, what="an integer >= -1 (-1: all) or null"
     )
     gradient_clip_val: float | None = option(None, ge=0, what="a number >= 0 or null")
+    threads: Any = option("auto", valid=_threads, what=f"auto or an integer in [1, {MAX_THREADS}]")
 
     def check(self, key: str) -> None:
         low, high = self.min_epochs, self.max_epochs
@@ -88,9 +125,14 @@ class TrainerConfig(Schema):
 
 def build_trainer(trainer: DictConfig, **objects: Any) -> pl.Trainer:
     """The composed ``trainer`` group instantiated with ``objects`` (loggers, callbacks, ...);
-    the values Lightning refuses are a ConfigError naming them."""
+    the values Lightning refuses are a ConfigError naming them. Sets torch's threads first
+    (``trainer.threads``)."""
+    set_threads(trainer.get("threads", "auto"))
+    arguments = OmegaConf.to_container(trainer, resolve=True)
+    for key in ZOO_KEYS:
+        arguments.pop(key, None)
     try:
-        return instantiate(trainer, **objects)
+        return instantiate(arguments, **objects)
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, MisconfigurationException | ValueError | TypeError):

@@ -2,7 +2,7 @@
 
 Each name is one dataset (``zoo.data.base``): a ``ZooDataModule`` registered here under it and
 defined in ``zoo/data/[<family>/]<name>.py``, its ``DataSchema``, and
-``configs/data/<name>.yaml``. A data config is checked against its dataset's schema where it is
+``zoo/configs/data/<name>.yaml``. A data config is checked against its dataset's schema where it is
 first read, by ``parse`` (through ``describe`` before the model is built, and ``build``):
 unknown keys, wrong types and values out of bounds are a ConfigError naming ``data.<key>``,
 before any data is loaded.

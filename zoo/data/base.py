@@ -4,7 +4,7 @@ uses, and a ``DataSchema``, the typed config it owns.
 A dataset is one name for three things (tests/data/test_base.py): the datamodule registered
 under it in ``zoo.data``, defined with its schema in a module of that name
 (``zoo/data/[<family>/]<name>.py``; the modules beside it are helpers), and
-``configs/data/<name>.yaml``, whose keys are the schema's fields.
+``zoo/configs/data/<name>.yaml``, whose keys are the schema's fields.
 
 The members are declared here, so that a datamodule lacking one fails when its class is
 defined (the class attributes) or built (the abstract methods), never later where the zoo
@@ -39,19 +39,25 @@ C = TypeVar("C", bound="DataSchema")
 # constructor): one definition of what is valid for each.
 
 
+# A batch is on the device at once: 65,536 ImageNet-sized images are 39 GB before any
+# activation. Worker processes are each a copy of the loading process.
+MAX_BATCH_SIZE = 65_536
+MAX_WORKERS = 128
+
+
 def batch_size_field(default: int) -> Any:
     """``batch_size``: the training batch (and evaluation's, without ``eval_batch_size``)."""
-    return option(default, ge=1)
+    return option(default, ge=1, at_most=MAX_BATCH_SIZE)
 
 
 def eval_batch_size_field(default: int | None = None) -> Any:
     """``eval_batch_size``: the validation and test batch; null: ``batch_size``."""
-    return option(default, ge=1)
+    return option(default, ge=1, at_most=MAX_BATCH_SIZE)
 
 
 def num_workers_field(default: int) -> Any:
     """``num_workers``: DataLoader worker processes; 0 loads in the main process."""
-    return option(default, ge=0)
+    return option(default, ge=0, at_most=MAX_WORKERS)
 
 
 def image_size_field(default: int | None, smallest: int = 1, why: str = "") -> Any:

@@ -1,5 +1,5 @@
 """Classification on class folders: ``root/train/<class>/*``, ``root/val/<class>/*`` and an
-optional ``root/test/<class>/*``, JPEG, PNG or WebP, any class names, any number of classes:
+optional ``root/test/<class>/*``, JPEG, PNG or WebP, any class names, 2 classes or more:
 the generic datamodule that ImageNet's extends (``zoo.data.imagenet.imagenet``), as
 torchvision's ImageNet extends its ImageFolder.
 
@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms import v2
 
 from zoo.core.errors import ConfigError
+from zoo.core.files import path_problem
 from zoo.core.schema import option
 from zoo.data.base import (
     DataSchema,
@@ -91,7 +92,7 @@ class ImageFolderError(ImageNetDataError):
 
 @dataclasses.dataclass(kw_only=True)
 class ImageFolderConfig(DataSchema):
-    """configs/data/image_folder.yaml."""
+    """zoo/configs/data/image_folder.yaml."""
 
     title: ClassVar[str] = "data=image_folder"
     must_match: ClassVar[tuple[str, ...]] = (
@@ -158,9 +159,10 @@ def channel_statistics(
 def class_folders(root: Path) -> list[str]:
     """The class names of ``root``: the folders of train/, which val/ (and test/, if there is
     one) must have too."""
-    if not root.is_dir():
+    problem = path_problem(root, "folder")
+    if problem is not None:
         raise ImageFolderError(
-            f"image folder root {root} does not exist: set data.root to the folder holding "
+            f"image folder root {root} {problem}: set data.root to the folder holding "
             f"train/{CLASS}/ and val/{CLASS}/ (and optionally test/{CLASS}/)"
         )
     names = all_classes(root, CLASS)
@@ -225,19 +227,16 @@ class ImageFolderDataModule(LoaderPerSplit, ResumableTrainingOrder, ZooDataModul
         """``config`` with ``num_classes`` and ``class_names`` read from the folders (a scan of
         train/ and val/, not of the images), so that the model can be built before the data."""
         root = config.root
-        names = class_folders(Path(root).expanduser())
-        classes = config.classes or len(names)
-        if classes > len(names):
-            raise ImageFolderError(
-                f"data.classes={classes}, but {root}/train has only {len(names)} class folders"
-            )
+        folder = Path(root).expanduser()
+        names = class_folders(folder)
+        used = first_classes(folder, names, config.classes or len(names))
         given = config.class_names
-        if given and list(given) != names[:classes]:
+        if given and list(given) != used:
             raise ImageFolderError(
                 f"data.class_names={list(given)} differ from the class folders of "
-                f"{root}/train ({names[:classes]}): leave data.class_names null"
+                f"{root}/train ({used}): leave data.class_names null"
             )
-        return dataclasses.replace(config, num_classes=classes, class_names=names[:classes])
+        return dataclasses.replace(config, num_classes=len(used), class_names=used)
 
     def normalization(self) -> Normalization:
         return self.pixel_statistics

@@ -1,6 +1,6 @@
 """Image files, read, checked, decoded and written in one place, for every datamodule, ``predict=``
-and the tests: which names count as images, a header check before any pixel is decoded, and
-failures as one line naming the file.
+and the tests: which names count as images, how a folder is listed (``list_folder``), a header
+check before any pixel is decoded, and failures as one line naming the file.
 
 - Decoding and encoding are TorchCodec's (``torchcodec.decoders`` / ``torchcodec.encoders``):
   torchvision's image codecs are deprecated since 0.29 in its favour. TorchCodec decodes JPEG,
@@ -19,6 +19,7 @@ error from the file and the reason, one line.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -26,6 +27,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -65,6 +67,55 @@ class Header(NamedTuple):
 def is_image_file(name: StrPath) -> bool:
     """Whether the file name has one of ``IMAGE_SUFFIXES``, in any case (ImageNet's .JPEG)."""
     return os.fspath(name).lower().endswith(IMAGE_SUFFIXES)
+
+
+class FolderListing(NamedTuple):
+    """What a folder holds that the zoo reads: its subfolders and its image files, sorted."""
+
+    folders: list[Path]
+    images: list[Path]
+
+
+def list_folder(folder: StrPath, unreadable: Unreadable, recursive: bool = False) -> FolderListing:
+    """The visible (not dot-named) subfolders and image files (``is_image_file``) of ``folder``,
+    and with ``recursive`` the image files of its subfolders too, sorted as paths sort; every
+    datamodule's and ``predict=``'s one way to look into a folder.
+
+    An entry that can't be told apart as a file or a folder (a symbolic link loop, a folder
+    that can't be read) raises ``unreadable(path, reason)``: Python's own ``is_dir`` raises it
+    as a traceback, and ``Path.rglob`` skips it without a word. Symbolic links are followed,
+    except to folders inside a recursive scan (as ``Path.rglob``): a link to a parent would
+    loop."""
+    folders: list[Path] = []
+    images: list[Path] = []
+    for entry in _entries(folder, unreadable):
+        try:
+            is_folder, is_file = entry.is_dir(), entry.is_file()
+        except OSError as err:
+            raise unreadable(entry.path, _os_reason(err)) from err
+        if is_folder:
+            folders.append(Path(entry.path))
+            if recursive and not entry.is_symlink():
+                images += list_folder(entry.path, unreadable, recursive=True).images
+        elif is_file and is_image_file(entry.name):
+            images.append(Path(entry.path))
+    return FolderListing(folders, images)
+
+
+def _entries(folder: StrPath, unreadable: Unreadable) -> list[os.DirEntry[str]]:
+    """The visible entries of ``folder``, by name: a folder's own contents come right after its
+    name, as sorted paths have them."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as err:
+        raise unreadable(os.fspath(folder), _os_reason(err)) from err
+
+
+def _os_reason(err: OSError) -> str:
+    if err.errno == errno.ELOOP:
+        return "a symbolic link loop (it never reaches a file or folder)"
+    return err.strerror or str(err)
 
 
 def codec_reason(err: BaseException) -> str:

@@ -30,6 +30,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from zoo.core.errors import ConfigError, ZooError
+from zoo.core.files import path_problem
 from zoo.core.schema import option
 from zoo.data.base import (
     DataSchema,
@@ -40,7 +41,15 @@ from zoo.data.base import (
     image_size_field,
     num_workers_field,
 )
-from zoo.data.images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MODES, decode, read_bytes, read_header
+from zoo.data.images import (
+    IMAGE_SUFFIXES,
+    MAX_IMAGE_PIXELS,
+    MODES,
+    decode,
+    list_folder,
+    read_bytes,
+    read_header,
+)
 from zoo.data.in_memory import SEGMENTATION_SPLITS, InMemorySegmentationDataModule, Split
 
 log = logging.getLogger(__name__)
@@ -54,7 +63,7 @@ class SegmentationDataError(ZooError, ValueError):
 
 @dataclasses.dataclass(kw_only=True)
 class SegmentationFolderConfig(DataSchema):
-    """configs/data/segmentation_folder.yaml."""
+    """zoo/configs/data/segmentation_folder.yaml."""
 
     title: ClassVar[str] = "data=segmentation_folder"
     must_match: ClassVar[tuple[str, ...]] = (
@@ -90,13 +99,11 @@ class SegmentationFolderConfig(DataSchema):
 
 def _files(folder: Path, suffixes: Sequence[str]) -> dict[Path, Path]:
     """{path relative to folder, without suffix: path} for the visible files with a suffix."""
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        hidden = any(part.startswith(".") for part in relative.parts)
-        if path.is_file() and not hidden and path.suffix.lower() in suffixes:
-            found[relative.with_suffix("")] = path
-    return found
+    return {
+        path.relative_to(folder).with_suffix(""): path
+        for path in list_folder(folder, _unreadable, recursive=True).images
+        if path.suffix.lower() in suffixes
+    }
 
 
 def pair_files(root: Path) -> list[tuple[Path, Path]]:
@@ -194,6 +201,12 @@ class SegmentationFolderDataModule(InMemorySegmentationDataModule):
     ) -> None:
         super().__init__()
         root_path = Path(root).expanduser()
+        problem = path_problem(root_path, "folder")
+        if root_path.exists() and problem is not None:
+            raise SegmentationDataError(
+                f"data.root={root} {problem}: it must hold images/ and masks/ with matching "
+                "file names"
+            )
         for folder in ("images", "masks"):
             if not (root_path / folder).is_dir():
                 raise SegmentationDataError(

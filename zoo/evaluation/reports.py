@@ -1,7 +1,7 @@
 """What ``evaluate.py`` reports beyond the metrics the task module's own test loop logs: callbacks
 on that one loop, each adding its part of the report and its figures.
 
-- ``Throughput``: images/s over the whole loop, end to end;
+- ``Throughput``: images/s over the whole loop, end to end (an attack's time included);
 - ``PerClass``: the confusion matrix and each class's accuracy (classifiers) or IoU and Dice
   (segmentation);
 - ``WorstSamples``: the samples with the highest loss, drawn;
@@ -67,13 +67,17 @@ class Report(pl.Callback):
 
 
 class Throughput(Report):
-    """Images per second over the test loop: transfer, preprocessing, forward and metrics.
+    """Images per second over the test loop: transfer, preprocessing, forward and metrics, and
+    any attack on the loop's batches (``with_attack``): the figure is then reported as
+    ``images_per_sec_attack_included``, not ``images_per_sec``, so that it is never read as
+    the clean pass's speed.
 
     By hand because Lightning's ThroughputMonitor reports over a sliding window of batches, and
     only once the window is full: a short split would report nothing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, with_attack: bool = False) -> None:
+        self.key = "images_per_sec_attack_included" if with_attack else "images_per_sec"
         self.samples = 0
         self.seconds = 0.0
         self._started = 0.0
@@ -101,7 +105,7 @@ class Throughput(Report):
     def report(self, trainer: pl.Trainer, class_names: Sequence[str]) -> dict[str, Any]:
         return {
             "samples": self.samples,
-            "images_per_sec": self.samples / self.seconds if self.seconds else None,
+            self.key: self.samples / self.seconds if self.seconds else None,
         }
 
 

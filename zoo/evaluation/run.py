@@ -5,7 +5,6 @@ images/s, FGSM robustness); or predict image files, or export to ONNX."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,9 +23,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from zoo import data
 from zoo.core.config import CONFIG_DIR, instantiate_group, to_plain, validate
 from zoo.core.errors import ConfigError
-from zoo.core.logs import log_run_directory, write_to_log_files
+from zoo.core.files import write_json
+from zoo.core.logs import log_run_directory, print_full_width, write_to_log_files
 from zoo.core.plots import log_figure
 from zoo.core.schema import Schema, option
+from zoo.core.signals import StopRequested, check_stop_before_forward, stop_on_signals
 from zoo.core.trainer import build_trainer
 from zoo.data.base import ZooDataModule
 from zoo.data.images import MAX_IMAGE_PIXELS
@@ -40,8 +41,9 @@ from zoo.evaluation.attacks import (
 from zoo.evaluation.checkpoint import Checkpoint, load_checkpoint
 from zoo.evaluation.onnx import export_onnx
 from zoo.evaluation.outputs import output_errors, prepare_output_dir
-from zoo.evaluation.predict import find_images, load_images, top_k
+from zoo.evaluation.predict import find_images, preprocess_files, top_k
 from zoo.evaluation.pretrained import check_source, published_weights
+from zoo.evaluation.report_html import REPORT_FILE, REPORTS, write_html_report
 from zoo.evaluation.reports import (
     MAX_DRAWN_CLASSES,
     PerClass,
@@ -60,18 +62,20 @@ EXPORTS = ("onnx",)
 
 @dataclass
 class EvaluateSettings(Schema):
-    """The keys of configs/evaluate.yaml outside the groups."""
+    """The keys of zoo/configs/evaluate.yaml outside the groups."""
 
     command: str = "evaluate"
     ckpt_path: str | None = None
     split: str = option("test", choices=SPLITS)
-    worst_images: int = option(16, ge=0)
+    # Kept across the loop and drawn in one figure.
+    worst_images: int = option(16, ge=0, at_most=256)
     predict: Any = None  # a path or a list of them (zoo.evaluation.predict checks them)
     top_k: int = option(5, ge=1)
     max_image_pixels: int = option(MAX_IMAGE_PIXELS, ge=1)
     max_image_size: int = option(MAX_IMAGE_SIZE, ge=1)
     visualize: Any = None  # method names (zoo.evaluation.visualize.requested checks them)
     export: str | None = option(None, choices=(None, *EXPORTS), what="one of onnx")
+    report: str = option("html", choices=REPORTS)
 
 
 def check_options(cfg: DictConfig) -> None:
@@ -87,7 +91,7 @@ def check_options(cfg: DictConfig) -> None:
 
 
 def local_paths(name: str, paths: DictConfig) -> dict[str, Any]:
-    """The keys of configs/data/<name>.yaml that point into ``paths`` (data_dir, root),
+    """The keys of zoo/configs/data/<name>.yaml that point into ``paths`` (data_dir, root),
     resolved on this machine: the checkpoint's are paths on the machine that trained it."""
     group_file = CONFIG_DIR / "data" / f"{name}.yaml"
     if not group_file.is_file():
@@ -162,13 +166,17 @@ def evaluation_trainer(
 
 def save_figures(
     figures: Mapping[str, Figure | None], output_dir: Path, loggers: Sequence[Logger], tag: str
-) -> None:
-    """Each figure as <name>.png in the run directory and under <tag>/<name> in TensorBoard."""
+) -> dict[str, str]:
+    """Each figure as <name>.png in the run directory and under <tag>/<name> in TensorBoard;
+    returns the files written, by figure name."""
+    written = {}
     for name, figure in figures.items():
         if figure is None:
             continue
-        figure.savefig(output_dir / f"{name}.png", dpi=110, bbox_inches="tight")
+        written[name] = f"{name}.png"
+        figure.savefig(output_dir / written[name], dpi=110, bbox_inches="tight")
         log_figure(loggers, f"{tag}/{name}", figure)
+    return written
 
 
 def log_scalars(
@@ -210,9 +218,18 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     check_options(cfg)
     prepare_output_dir(output_dir)
     log_run_directory(output_dir)
-    with output_errors(output_dir):
-        report = _evaluate(cfg, output_dir)
-    log_run_directory(output_dir, "metrics.json, figures, evaluate.log")
+    try:
+        # SIGTERM or Ctrl-C: the next forward pass stops (zoo.core.signals), exit 143 or 130.
+        with output_errors(output_dir), stop_on_signals():
+            report = _evaluate(cfg, output_dir)
+            written = "metrics.json, figures, evaluate.log"
+            if cfg.report == "html":
+                write_html_report(report, output_dir)
+                written = f"{REPORT_FILE}, {written}"
+    except StopRequested as stop:
+        log.warning(f"{stop.reason}: evaluate.py stopped before its end; {stop.saved}")
+        raise
+    log_run_directory(output_dir, written)
     return report
 
 
@@ -220,6 +237,8 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     ckpt_path = cfg.get("ckpt_path")
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path else published_weights(cfg)
     module, model = checkpoint.module, checkpoint.model
+    # Every loop here (the test loop, attacks, visualisations, predictions) is forward passes.
+    check_stop_before_forward(model)
     if model.task != "classification" and (cfg.get("attack") or cfg.get("predict")):
         raise ConfigError(f"attack and predict are for classifiers; this is a {model.task} model")
     spec = resolve_data(cfg, checkpoint)
@@ -234,7 +253,8 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "image_size": spec["image_size"],
     }
 
-    if visualize.requested(cfg):
+    if visualize.requested(cfg) and not cfg.get("attack"):
+        # The visualisations alone: no pass over the split.
         loggers = instantiate_group(cfg.get("logger"))
         return visualize.visualize(cfg, checkpoint, datamodule, report, output_dir, loggers)
 
@@ -249,7 +269,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             names = module.names(datamodule)
             report["predictions"] = top_k(files, probabilities, cfg.top_k, names)
             print_predictions(report["predictions"])
-            _write_json(output_dir / "predictions.json", report)
+            write_json(output_dir / "predictions.json", report)
         if cfg.get("export"):
             shape = (model.in_channels, spec["image_size"], spec["image_size"])
             report["export"] = export_onnx(model, shape, output_dir / "model.onnx")
@@ -257,7 +277,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     attack = to_plain(cfg.get("attack"))
     reports: list[Report] = [
-        Throughput(),
+        Throughput(with_attack=bool(attack)),
         PerClass(model.num_classes, model.task),
         WorstSamples(cfg.worst_images, model.task, model.num_classes),
     ]
@@ -271,13 +291,19 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     names = module.names(datamodule)
     report.update(split=cfg.split, precision=str(trainer.precision), **metric_values(results))
     tagged: dict[str, float] = {}
+    figures: dict[str, str] = {}
     for callback in reports:
         report.update(callback.report(trainer, names))
-        save_figures(callback.figures(names), output_dir, loggers, callback.tag or cfg.split)
+        figures.update(
+            save_figures(callback.figures(names), output_dir, loggers, callback.tag or cfg.split)
+        )
         tagged.update(callback.scalars())
     log_scalars(loggers, report, cfg.split, tagged)
+    report["figures"] = figures  # by name: the files report.html inlines
     print_report(report, names)
-    _write_json(output_dir / "metrics.json", report)
+    write_json(output_dir / "metrics.json", report)
+    if visualize.requested(cfg):  # with attack=: after the attacked evaluation, one report
+        return visualize.visualize(cfg, checkpoint, datamodule, report, output_dir, loggers)
     return report
 
 
@@ -286,7 +312,7 @@ def read_images(
 ) -> tuple[list[Path], torch.Tensor]:
     """The image files named, and the batch they make, preprocessed as the training data was."""
     files = find_images(targets)
-    return files, datamodule.preprocess_images(load_images(files, channels, max_pixels))
+    return files, preprocess_files(files, channels, datamodule.preprocess_images, max_pixels)
 
 
 def print_predictions(predictions: Sequence[Mapping[str, Any]]) -> None:
@@ -325,9 +351,7 @@ def print_report(report: Mapping[str, Any], names: Sequence[str]) -> None:
         for name, counts in zip(names, report["confusion_matrix"], strict=True):
             own = report["per_class"][name]
             table.add_row(name, *(str(v) for v in counts), *(_cell(own.get(m)) for m in metrics))
-        # Wider than the terminal (or 80 columns in a pipe) rather than cut into ellipses.
-        needed = console.measure(table, options=console.options.update_width(10_000)).maximum
-        console.print(table, width=max(console.width, needed))
+        print_full_width(console, table)
     for table in attack_tables(report):
         console.print(table)
     write_to_log_files(console.export_text(), __name__)
@@ -337,7 +361,3 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     return str(value) if isinstance(value, int) else f"{value:.4f}"
-
-
-def _write_json(path: Path, report: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(report, indent=2) + "\n")

@@ -6,6 +6,7 @@
  'vgg11', 'vgg11_bn', 'vgg13', 'vgg13_bn', 'vgg16', 'vgg16_bn', 'vgg19', 'vgg19_bn']
 >>> net = models.build("resnet18", num_classes=10, in_channels=1, small_input=True)
 >>> net = models.build("resnet18", weights="IMAGENET1K_V1", num_classes=10)  # doctest: +SKIP
+>>> net = models.build("lenet", weights="DEFAULT")  # the zoo's own MNIST_V1  # doctest: +SKIP
 >>> models.input_spec("vgg16")  # read from the class: nothing is built
 InputSpec(native=224, minimum=32, multiple=1, exact=False)
 
@@ -38,7 +39,10 @@ def build(name: str, weights: str | Pretrained | None = None, **kwargs: Any) -> 
     """Build a registered model by name; unknown names or arguments raise a ValueError.
 
     ``weights``: torchvision's weights by enum name (``"IMAGENET1K_V1"``, ``"DEFAULT"``) for the
-    torchvision-shaped models, a path to a state_dict file, or what ``pretrained`` resolved
+    torchvision-shaped models, the zoo's own (``"MNIST_V1"``, ``"MNIST_ROBUST_V1"`` for LeNet-5,
+    ``"MNIST_SEGMENTATION_V1"`` for U-Net; ``"DEFAULT"`` picks the model's best set: the zoo's
+    own where it has one), a path to a state_dict or safetensors file, or what ``pretrained``
+    resolved
     (zoo.models.weights: verified at every load, read weights-only, fitted to ``num_classes``
     and ``in_channels``). Its errors are ``WeightsError``s (a ConfigError, so a ValueError too).
     """

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from zoo.models.loading import WeightsError, safe_load
+from zoo.models.loading import SizeLimit, WeightsError, safe_load
 from zoo.models.registry import MODELS
 
 # Keys by which Hydra, jsonargparse and Lightning name code to import or call.
@@ -73,10 +73,14 @@ class CheckpointFile:
     raw_weights: dict[str, torch.Tensor] | None
 
 
-def read_checkpoint(path: Path) -> CheckpointFile:
+def read_checkpoint(path: Path, limit: SizeLimit | None = None) -> CheckpointFile:
     """The zoo checkpoint at ``path``, read weights-only and checked; CheckpointError (or the
-    WeightsError of ``safe_load``) in one line if it is not one."""
-    return parse_checkpoint(safe_load(path, "checkpoint"), path)
+    WeightsError of ``safe_load``) in one line if it is not one.
+
+    ``limit``: what the file may unpack to, where the caller holds the model it must fit
+    (``SizeLimit.of_model``: ``train.py ckpt_path=``, ``model.weights=``). Without one (evaluate.py,
+    which learns the model from the file), no file unpacks to more than it holds on disk."""
+    return parse_checkpoint(safe_load(path, "checkpoint", limit), path)
 
 
 def is_checkpoint(contents: Any) -> bool:

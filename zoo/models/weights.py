@@ -1,8 +1,12 @@
 """Pretrained weights in the zoo's models: torchvision's published ImageNet weights, by their
-enum names (``IMAGENET1K_V1``, ``IMAGENET1K_V2``, ``DEFAULT``), or a local state_dict file.
+enum names (``IMAGENET1K_V1``, ``IMAGENET1K_V2``, ``DEFAULT``), the zoo's own weights trained on
+MNIST (``MNIST_V1``, ``MNIST_ROBUST_V1``, ``MNIST_SEGMENTATION_V1``: zoo.models.trained_weights),
+or a local state_dict or safetensors file. ``DEFAULT`` is the model's best set: the zoo's own
+where it has one, else torchvision's.
 
 >>> from zoo import models
 >>> net = models.build("resnet18", weights="IMAGENET1K_V1", num_classes=10)  # new 10-class head
+>>> net = models.build("lenet", weights="MNIST_ROBUST_V1")  # doctest: +SKIP
 
 torchvision's ``Weights`` enums are read offline for what they describe (URL, file name,
 categories, published accuracy, preprocessing), never for their loader:
@@ -14,6 +18,12 @@ host can be reached (never with ``ZOO_OFFLINE=1``), and **every** load checks it
 against the prefix in its file name before ``zoo.models.loading.safe_load`` reads it
 weights-only. Whatever is wrong ends as a ``WeightsError``: one line naming the file and how to
 fix it.
+
+The zoo's own weights ship inside the package as safetensors files (no pickle), under the same
+rule: the sha256 prefix in each file's name is checked at every load, then the file's header
+against the network its card names before any tensor is read. Their constructor arguments are
+applied (the robust LeNet-5 is ``modern=true``); a value the caller sets otherwise is a
+ConfigError.
 
 The weights are then fitted to the model as asked:
 
@@ -46,11 +56,12 @@ from torchvision import models as tv_models
 from torchvision.models import WeightsEnum
 
 from zoo.core.errors import ConfigError
-from zoo.core.files import file_digest
+from zoo.core.files import file_digest, path_problem
 from zoo.core.registry import Registry
+from zoo.models import trained_weights
 from zoo.models.base import ZooModel
-from zoo.models.checkpoint import is_checkpoint, parse_checkpoint
-from zoo.models.loading import WeightsError, check_values, load_weights, safe_load
+from zoo.models.checkpoint import is_checkpoint, named_tensors, parse_checkpoint
+from zoo.models.loading import SizeLimit, WeightsError, check_values, load_weights, safe_load
 from zoo.models.registry import MODELS
 
 log = logging.getLogger(__name__)
@@ -103,22 +114,33 @@ class Pretrained:
     path: Path
     arguments: dict[str, Any] = field(default_factory=dict)
     enum: str | None = None  # "ResNet18_Weights.IMAGENET1K_V1" for torchvision's
+    trained: str | None = None  # "MNIST_V1" for the zoo's own (zoo.models.trained_weights)
     url: str | None = None
     sha256_prefix: str | None = None
     categories: tuple[str, ...] | None = field(default=None, repr=False)
     metrics: Mapping[str, float] = field(default_factory=dict)
     preprocessing: Preprocessing | None = None
+    # The zoo's own: the data config they were trained and measured on (their card's), which
+    # evaluate.py evaluates them on when no data= is given.
+    data: Mapping[str, Any] | None = None
+    # The fields of torchvision's ``Weights.meta``: its own, or the zoo's model card.
+    meta: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def description(self) -> str:
         """How log lines and reports name the weights."""
-        return f"{self.model} {self.enum or self.path}"
+        return f"{self.model} {self.enum or self.trained or self.path}"
+
+    @property
+    def publisher(self) -> str:
+        """Who made them: torchvision, the zoo, or the user (a file)."""
+        return "torchvision" if self.enum else "zoo" if self.trained else "file"
 
     def summary(self) -> dict[str, Any]:
         """Plain data for checkpoints and reports: where the weights came from."""
         return {
             "model": self.model,
-            "weights": self.enum or self.source,
+            "weights": self.enum or self.trained or self.source,
             "file": self.path.name,
             "sha256_prefix": self.sha256_prefix,
         }
@@ -142,9 +164,9 @@ def weights_enum(tv_name: str) -> type[WeightsEnum]:
 def resolve(
     models: Registry[ZooModel], name: str, weights: str | os.PathLike[str], **kwargs: Any
 ) -> Pretrained:
-    """The weights ``weights`` names for ``models.build(name, **kwargs)``: an enum name of
-    torchvision's weights for that network, or a path. Nothing is read yet; an impossible
-    combination is a ConfigError that says what would work."""
+    """The weights ``weights`` names for ``models.build(name, **kwargs)``: the name of one of the
+    zoo's own sets or of torchvision's weights for that network, or a path. Nothing is read yet;
+    an impossible combination is a ConfigError that says what would work."""
     arguments = complete_arguments(models, name, kwargs)
     text = os.fspath(weights) if isinstance(weights, str | os.PathLike) else None
     if not text:
@@ -152,6 +174,14 @@ def resolve(
             f"model.weights must be a torchvision weights name or a file, got {weights!r}"
         )
     if ENUM_NAME.match(text) and not Path(text).exists():
+        own = trained_weights.find(name, text)
+        if own is not None:
+            return _trained_weights(models, own, text, kwargs)
+        if trained_weights.weight_sets(name) and text not in torchvision_names(name, arguments):
+            raise ConfigError(
+                f"model.weights={text} is not a weights name of {name}: "
+                f"{', '.join(weights_names(name, arguments))} (or a path to a weights file)"
+            )
         return _torchvision_weights(name, text, kwargs, arguments)
     path = Path(text).expanduser()
     found = LOCAL_HASH.search(path.name)
@@ -176,6 +206,87 @@ def complete_arguments(
         if parameter.default is not inspect.Parameter.empty
     }
     return {**defaults, **arguments}
+
+
+def torchvision_names(name: str, arguments: Mapping[str, Any]) -> list[str]:
+    """The names of torchvision's weights with a classifier for ``name`` built with
+    ``arguments``, and ``DEFAULT``; none where torchvision has no such network."""
+    tv_name = torchvision_name(name, arguments)
+    if tv_name is None:
+        return []
+    members = [member.name for member in weights_enum(tv_name) if member.meta.get("categories")]
+    return [*members, "DEFAULT"]
+
+
+def weights_names(name: str, arguments: Mapping[str, Any]) -> list[str]:
+    """Every weights name ``model.weights`` takes for ``name``: the zoo's own sets, then
+    torchvision's, and ``DEFAULT`` once."""
+    own = [weight_set.name for weight_set in trained_weights.weight_sets(name)]
+    theirs = [tv for tv in torchvision_names(name, arguments) if tv != "DEFAULT"]
+    return [*own, *theirs, "DEFAULT"]
+
+
+def _trained_weights(
+    models: Registry[ZooModel],
+    weight_set: trained_weights.WeightSet,
+    source: str,
+    kwargs: Mapping[str, Any],
+) -> Pretrained:
+    """One of the zoo's own sets, as its card describes it (WeightsError if this installation
+    has no card for it)."""
+    card = trained_weights.card_of(weight_set)
+    return Pretrained(
+        model=weight_set.model,
+        source=source,
+        path=trained_weights.TRAINED_DIR / card.file,
+        arguments=trained_arguments(models, weight_set, card.arguments, kwargs),
+        trained=weight_set.name,
+        sha256_prefix=published_prefix(card.file),
+        categories=tuple(card.categories),
+        metrics=dict(card._metrics.get(weight_set.dataset, {})),
+        data=dict(card.data),
+        meta=card.to_dict(),
+    )
+
+
+def trained_arguments(
+    models: Registry[ZooModel],
+    weight_set: trained_weights.WeightSet,
+    trained_with: Mapping[str, Any],
+    kwargs: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The caller's constructor arguments with those of the network the zoo's set was trained
+    in (``trained_with``, from its card) where the caller leaves them out, null or at the
+    constructor's default (a model config states every argument, so a default can't be told from
+    a choice). ``num_classes`` stays the caller's: another number of classes gets a new head, as
+    with torchvision's weights. Any other value that differs is a ConfigError."""
+    defaults = complete_arguments(models, weight_set.model, {})
+    arguments = dict(kwargs)
+    for key, wanted in trained_with.items():
+        given = kwargs.get(key)
+        if given is not None and given != wanted:
+            if key == "num_classes":
+                continue
+            if given != defaults.get(key):
+                raise ConfigError(
+                    f"model.weights={weight_set.name} was trained with "
+                    f"model.{key}={_shown(wanted)}, not {_shown(given)}: leave model.{key} out, "
+                    "or train weights of your own"
+                )
+            log.info(
+                "%s: model.%s=%s, the network the weights were trained in",
+                weight_set.description,
+                key,
+                _shown(wanted),
+            )
+        if given is None or key != "num_classes":
+            arguments[key] = wanted
+    return arguments
+
+
+def _shown(value: Any) -> str:
+    """A value as it is typed on the command line (true, not True)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _torchvision_weights(
@@ -226,6 +337,7 @@ def _torchvision_weights(
         sha256_prefix=published_prefix(file_name),
         categories=tuple(categories),
         metrics={key: float(value) for key, value in metrics.items()},
+        meta=dict(member.meta),
         preprocessing=Preprocessing(
             crop_size=int(transforms.crop_size[0]),
             resize_size=int(transforms.resize_size[0]),
@@ -270,8 +382,13 @@ def fetch(pretrained: Pretrained) -> Path:
     path = pretrained.path
     if path.is_file():
         return path
+    if pretrained.trained is not None:
+        raise WeightsError(
+            f"{pretrained.description}: the zoo's file {path} {path_problem(path, 'file')}: "
+            "reinstall the zoo, or restore the file from its repository"
+        )
     if pretrained.url is None:
-        raise WeightsError(f"model.weights: {path} does not exist")
+        raise WeightsError(f"model.weights: {path} {path_problem(path, 'file')}")
     how = (
         f"download {pretrained.url} and put it at {path} (its sha256 begins "
         f"{pretrained.sha256_prefix}; $TORCH_HOME moves the cache)"
@@ -303,6 +420,8 @@ def verify(pretrained: Pretrained, path: Path) -> None:
         fix = (
             f"delete it to download {pretrained.url} again, or put torchvision's file there"
             if pretrained.url
+            else "reinstall the zoo, or restore the file from its repository"
+            if pretrained.trained
             else "replace it with the file that name promises"
         )
         raise WeightsError(
@@ -311,21 +430,32 @@ def verify(pretrained: Pretrained, path: Path) -> None:
         )
 
 
-def read_state_dict(pretrained: Pretrained) -> dict[str, torch.Tensor]:
-    """The file's tensors, fetched, verified and read weights-only. A zoo (Lightning)
-    checkpoint is accepted too, checked as evaluate.py checks one (zoo.models.checkpoint): its
-    network's weights are the file's."""
+def read_state_dict(pretrained: Pretrained, limit: SizeLimit) -> dict[str, torch.Tensor]:
+    """The file's tensors, fetched, verified and read weights-only, the file unpacking to no
+    more than ``limit`` (what the model they go into can need). A zoo (Lightning) checkpoint is
+    accepted too, checked as evaluate.py checks one (zoo.models.checkpoint): its network's
+    weights are the file's. A safetensors file (the zoo's own weights) is read by safetensors'
+    loader, its header checked first: against ``limit``, and for the zoo's own sets against the
+    network their card names."""
     path = fetch(pretrained)
     verify(pretrained, path)
-    raw = safe_load(path, "weights file")
+    if path.suffix == trained_weights.SUFFIX:
+        return trained_weights.read_safetensors(path, limit, trained_network(pretrained))
+    raw = safe_load(path, "weights file", limit)
     if is_checkpoint(raw):
         return parse_checkpoint(raw, path).weights
     if not isinstance(raw, Mapping) or not raw:
         raise WeightsError(f"{path} holds a {type(raw).__name__}, not a state_dict of weights")
-    bad = [key for key, value in raw.items() if not isinstance(value, torch.Tensor)]
-    if bad or not all(isinstance(key, str) for key in raw):
-        raise WeightsError(f"{path}: entries that are not named tensors: {bad[:5]}")
-    return dict(raw)
+    return named_tensors(raw, "state_dict", path)
+
+
+def trained_network(pretrained: Pretrained) -> dict[str, torch.Tensor] | None:
+    """The state_dict, on the meta device, of the network the zoo's own set was trained in (its
+    card's arguments: the file must hold exactly its tensors); None for any other weights."""
+    if pretrained.trained is None:
+        return None
+    with torch.device("meta"):
+        return MODELS.build(pretrained.model, **pretrained.meta["arguments"]).state_dict()
 
 
 def adapt_input_conv(in_channels: int, weight: torch.Tensor) -> torch.Tensor:
@@ -377,6 +507,12 @@ def fit_to_model(
     if conv is not None and conv in weights and conv in own:
         kernel = weights[conv]
         if kernel.dim() == 4 and kernel.shape[1] != own[conv].shape[1] == model.in_channels:
+            if kernel.shape[1] != 3:
+                raise WeightsError(
+                    f"{pretrained.path}: weight {conv!r} reads {kernel.shape[1]} input channels, "
+                    f"the model {model.in_channels} (model.in_channels): only RGB (3-channel) "
+                    "kernels are adapted"
+                )
             weights[conv] = adapt_input_conv(model.in_channels, kernel)
             log.info(
                 "%s: %s adapted from %d to %d input channels (timm's adapt_input_conv)",
@@ -391,8 +527,10 @@ def fit_to_model(
 def load_pretrained(model: ZooModel, pretrained: Pretrained) -> list[str]:
     """Load ``pretrained`` into ``model`` (strictly, once fitted); return the tensors that kept
     the model's own initialisation, which a log line lists."""
-    weights, not_loaded = fit_to_model(model, read_state_dict(pretrained), pretrained)
+    weights = read_state_dict(pretrained, SizeLimit.of_model(model))
+    # Before fitting, which drops a head that does not fit: NaN is refused there too.
     check_values(model, weights, pretrained.path)
+    weights, not_loaded = fit_to_model(model, weights, pretrained)
     load_weights(model, weights, pretrained.path)
     if not_loaded:
         log.info(
@@ -423,3 +561,13 @@ def published() -> list[Pretrained]:
             if member.meta.get("categories"):
                 rows.append(resolve(MODELS, name, member.name, **arguments))
     return rows
+
+
+def trained() -> list[Pretrained]:
+    """Every set of the zoo's own weights this installation has a card for, for the listing."""
+    cards = trained_weights.read_cards()
+    return [
+        resolve(MODELS, weight_set.model, weight_set.name)
+        for weight_set in trained_weights.WEIGHT_SETS
+        if weight_set.key in cards
+    ]

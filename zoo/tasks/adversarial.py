@@ -27,23 +27,28 @@ import torch.nn.functional as F
 
 from zoo.core.errors import ConfigError
 from zoo.core.schema import Schema, option
+from zoo.core.signals import check_stop
 from zoo.data.base import ZooDataModule
 
 NORMS = ("linf", "l2")
 # Madry et al.'s step: 2.5 * eps / steps reaches the ball's boundary from anywhere inside.
 STEP_SIZE_FACTOR = 2.5
 METHODS = ("fgsm", "pgd")
+# The most steps an attack may take: each is a forward and a backward pass of the network over
+# the batch, so 10,000 of them take minutes on a GPU for the largest zoo models.
+MAX_STEPS = 10_000
+STEP_COST = "each is a forward and a backward pass"
 
 
 @dataclass
 class PGDSettings(Schema):
     """What projected gradient descent takes besides its budget: the one schema of these keys,
     which adversarial training (``task.adversarial``, :class:`AdversarialOptions`) and the
-    evaluation attack (configs/attack/pgd.yaml, ``zoo.evaluation.attacks``) both extend. Their
+    evaluation attack (zoo/configs/attack/pgd.yaml, ``zoo.evaluation.attacks``) both extend. Their
     budgets differ: one eps in training, a list of them in the attack's sweep."""
 
     # Madry et al. train with PGD-7 (the attack's config tests with 20).
-    steps: int = option(7, ge=1)
+    steps: int = option(7, ge=1, at_most=MAX_STEPS, why=STEP_COST)
     step_size: float | None = option(
         None, gt=0, what="a number > 0, or null (pgd: 2.5 * eps / steps)"
     )
@@ -64,7 +69,7 @@ class AdversarialOptions(PGDSettings):
     method: str | None = option(None, choices=(None, *METHODS), what="null (off) or fgsm, pgd")
     eps: float = option(0.1, ge=0, le=1, what="a number in [0, 1] (pixel units)")
     alpha: float = option(0.5, ge=0, le=1)
-    val_steps: int = option(10, ge=1)
+    val_steps: int = option(10, ge=1, at_most=MAX_STEPS, why=STEP_COST)
     val_batches: int | None = option(None, ge=1, what="an integer >= 1, or null (all of them)")
 
     @property
@@ -210,6 +215,9 @@ def pgd(
             torch.maximum(pixels + random_start(pixels, eps, norm, generator), low), high
         )
     for _ in range(steps):
+        # Thousands of steps can make one training step minutes long: a SIGTERM or Ctrl-C
+        # stops it here, not at the batch's end (zoo.training.preemption).
+        check_stop()
         grad = input_gradient(model, adversarial, targets, mean, std)
         if norm == "linf":
             stepped = adversarial + size * grad.sign()

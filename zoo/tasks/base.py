@@ -1,5 +1,5 @@
 """What the zoo's LightningModules share: the constructor, the options every task takes (the
-schema of configs/task/<task>.yaml's shared keys), the network from the registry, channels_last
+schema of zoo/configs/task/<task>.yaml's shared keys), the network from the registry, channels_last
 and compile, the metric triple, figures, the optimizer and schedule, and the FLOPs Lightning's
 ThroughputMonitor turns into MFU."""
 
@@ -23,6 +23,7 @@ from zoo.core.lightning import attached_trainer, should_update_logs
 from zoo.core.plots import log_figure
 from zoo.core.schema import Schema, option
 from zoo.data.base import ZooDataModule
+from zoo.models.weights import load_pretrained
 from zoo.tasks import finetune
 from zoo.tasks.finetune import FinetuneOptions
 from zoo.tasks.optim import build_optimizer, build_scheduler, parameter_groups
@@ -80,8 +81,8 @@ def _field_names(schema: type[Schema]) -> list[str]:
 
 @dataclasses.dataclass
 class TaskOptions(Schema):
-    """The options every task module takes: configs/task/<task>.yaml, the ``task`` group that
-    each model's config picks (configs/model/<name>.yaml), checked against the schema of its
+    """The options every task module takes: zoo/configs/task/<task>.yaml, the ``task`` group that
+    each model's config picks (zoo/configs/model/<name>.yaml), checked against the schema of its
     task module (``ZooTask.options_type``), which extends this one with the task's own keys and
     blocks. A key of another task's module is refused, in one line naming that task."""
 
@@ -171,6 +172,9 @@ class ZooTask(pl.LightningModule):
     task: ClassVar[str]
     options_type: ClassVar[type[TaskOptions]]
     options: TaskOptions
+    # The network's tensors that ``model.weights`` left at their initialisation (a new head,
+    # for training to fill); [] without weights.
+    fresh_tensors: list[str]
 
     def __init__(
         self,
@@ -316,7 +320,10 @@ class ZooTask(pl.LightningModule):
             # What the checkpoint rebuilds: the network the weights went into, without them
             # (its state_dict holds them), so evaluating it needs no weights file.
             self.hparams.model = {"name": name, **spec}
-        self.model = models.build(name, weights=self.pretrained, **spec)
+        self.model = models.build(name, **spec)
+        self.fresh_tensors = (
+            [] if self.pretrained is None else load_pretrained(self.model, self.pretrained)
+        )
         # BatchNorm layers task.finetune.freeze keeps in eval mode, whatever train() says.
         freeze = self.options.finetune.freeze
         self._frozen_norms = finetune.freeze(self.model, freeze)

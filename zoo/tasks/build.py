@@ -96,7 +96,9 @@ TASK_ARGUMENTS = ("model", "optimizer", "scheduler", "data", "options")
 def task_arguments(hparams: Mapping[str, Any]) -> dict[str, Any]:
     """A checkpoint's hyper-parameters as its task module's arguments, the task options still
     plain: as saved, or, from a checkpoint written before the task config group, translated from
-    the flat layout (:func:`translate_flat_hparams`). ConfigError for keys that are neither."""
+    the flat layout (:func:`translate_flat_hparams`). ConfigError for keys that are neither.
+    Every argument is there, None where the file holds none: evaluation needs only the model
+    (and what it read its data with), not the optimizer that trained it."""
     arguments = dict(hparams) if "options" in hparams else translate_flat_hparams(hparams)
     unknown = sorted(set(arguments) - set(TASK_ARGUMENTS))
     if unknown:
@@ -104,14 +106,14 @@ def task_arguments(hparams: Mapping[str, Any]) -> dict[str, Any]:
             f"hyper-parameters {unknown} are not arguments of a task module: written by another "
             "version of zoo?"
         )
-    return arguments
+    return {key: arguments.get(key) for key in TASK_ARGUMENTS}
 
 
 def translate_flat_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
     """The hyper-parameters of a checkpoint written before the task config group, where the task
     module took its options as flat keywords (``label_smoothing``, ``adversarial_eps``,
     ``freeze``, ``mixup_alpha``, ``class_names``, ...), in today's layout: the model, optimizer,
-    scheduler and data configs as they were, the options nested as configs/task/ has them
+    scheduler and data configs as they were, the options nested as zoo/configs/task/ has them
     (``nest_flat_options``), and ``class_names`` in the data config, where the module reads
     them (the module preferred them to the data config's)."""
     flat = dict(hparams)
@@ -125,7 +127,7 @@ def translate_flat_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
 
 def task_from_config(cfg: DictConfig) -> ZooTask:
     """:func:`build_task` from a composed train config's model, optimizer, scheduler, data and
-    task groups (``task``: configs/task/<the model's task>.yaml)."""
+    task groups (``task``: zoo/configs/task/<the model's task>.yaml)."""
     return build_task(
         to_plain(cfg.model),
         to_plain(cfg.optimizer),

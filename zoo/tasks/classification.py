@@ -69,7 +69,7 @@ def classification_loss(
 
 @dataclass
 class ClassificationOptions(TaskOptions):
-    """configs/task/classification.yaml: the shared options, GoogLeNet's auxiliary losses'
+    """zoo/configs/task/classification.yaml: the shared options, GoogLeNet's auxiliary losses'
     weight, and the ``adversarial`` (zoo.tasks.adversarial) and ``mixing`` (zoo.tasks.mixing)
     blocks."""
 

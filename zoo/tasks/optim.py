@@ -2,7 +2,7 @@
 
 Configs name them (``name: sgd``) rather than carrying a ``_target_`` class path, so the
 hyper-parameters saved in a checkpoint stay plain data that nobody is tempted to instantiate.
-Each option of configs/optimizer and configs/scheduler is a :class:`~zoo.core.schema.Schema`
+Each option of zoo/configs/optimizer and zoo/configs/scheduler is a :class:`~zoo.core.schema.Schema`
 below, whose fields are the keys that file may hold: :func:`parse_optimizer` and
 :func:`parse_scheduler` check a config before any data is loaded, and
 :func:`build_optimizer` / :func:`build_scheduler` read nothing but the checked objects.
@@ -33,7 +33,7 @@ def _in_unit_interval(value: Any) -> bool:
 
 @dataclasses.dataclass
 class OptimizerConfig(Schema):
-    """What every configs/optimizer option holds; each optimizer's subclass adds its own keys.
+    """What every zoo/configs/optimizer option holds; each optimizer's subclass adds its own keys.
 
     The fields are the keyword arguments of the torch optimizer that a recipe sets, with torch's
     defaults; the bounds are those torch refuses only once training starts (and lr 0, eps 0,
@@ -69,7 +69,7 @@ class FusedOptimizerConfig(OptimizerConfig):
 
 @dataclasses.dataclass
 class AdamConfig(FusedOptimizerConfig):
-    """configs/optimizer/adam.yaml: torch.optim.Adam."""
+    """zoo/configs/optimizer/adam.yaml: torch.optim.Adam."""
 
     title = "optimizer=adam"
     optimizer = torch.optim.Adam
@@ -91,7 +91,7 @@ class AdamConfig(FusedOptimizerConfig):
 
 @dataclasses.dataclass
 class AdamWConfig(AdamConfig):
-    """configs/optimizer/adamw.yaml: torch.optim.AdamW (decoupled weight decay)."""
+    """zoo/configs/optimizer/adamw.yaml: torch.optim.AdamW (decoupled weight decay)."""
 
     title = "optimizer=adamw"
     optimizer = torch.optim.AdamW
@@ -102,7 +102,7 @@ class AdamWConfig(AdamConfig):
 
 @dataclasses.dataclass
 class SGDConfig(FusedOptimizerConfig):
-    """configs/optimizer/sgd.yaml: torch.optim.SGD."""
+    """zoo/configs/optimizer/sgd.yaml: torch.optim.SGD."""
 
     title = "optimizer=sgd"
     optimizer = torch.optim.SGD
@@ -124,7 +124,7 @@ class SGDConfig(FusedOptimizerConfig):
 
 @dataclasses.dataclass
 class RMSpropConfig(OptimizerConfig):
-    """configs/optimizer/rmsprop.yaml: torch.optim.RMSprop."""
+    """zoo/configs/optimizer/rmsprop.yaml: torch.optim.RMSprop."""
 
     title = "optimizer=rmsprop"
     optimizer = torch.optim.RMSprop
@@ -148,7 +148,7 @@ OPTIMIZERS: dict[str, type[OptimizerConfig]] = {
 
 @dataclasses.dataclass
 class SchedulerConfig(Schema, abc.ABC):
-    """What every configs/scheduler option holds (none.yaml, a constant rate, holds nothing),
+    """What every zoo/configs/scheduler option holds (none.yaml, a constant rate, holds nothing),
     and builds."""
 
     name: str = ""
@@ -163,7 +163,7 @@ class SchedulerConfig(Schema, abc.ABC):
 
 @dataclasses.dataclass
 class StepConfig(SchedulerConfig):
-    """configs/scheduler/step.yaml: lr x gamma every ``step_size`` epochs (StepLR)."""
+    """zoo/configs/scheduler/step.yaml: lr x gamma every ``step_size`` epochs (StepLR)."""
 
     title = "scheduler=step"
 
@@ -188,7 +188,7 @@ def _milestones(value: Any) -> bool:
 
 @dataclasses.dataclass
 class MultiStepConfig(SchedulerConfig):
-    """configs/scheduler/multistep.yaml: lr x gamma at each milestone epoch (MultiStepLR)."""
+    """zoo/configs/scheduler/multistep.yaml: lr x gamma at each milestone epoch (MultiStepLR)."""
 
     title = "scheduler=multistep"
 
@@ -209,7 +209,7 @@ class MultiStepConfig(SchedulerConfig):
 
 @dataclasses.dataclass
 class CosineConfig(SchedulerConfig):
-    """configs/scheduler/cosine.yaml: a linear warm-up over ``warmup_epochs``, then cosine decay
+    """zoo/configs/scheduler/cosine.yaml: a linear warm-up over ``warmup_epochs``, then cosine decay
     to ``min_lr``, stepped every batch over the trainer's estimate of the total steps."""
 
     title = "scheduler=cosine"
@@ -234,7 +234,7 @@ class CosineConfig(SchedulerConfig):
 
 @dataclasses.dataclass
 class OneCycleConfig(SchedulerConfig):
-    """configs/scheduler/onecycle.yaml: Smith's one-cycle policy (OneCycleLR), stepped every
+    """zoo/configs/scheduler/onecycle.yaml: Smith's one-cycle policy (OneCycleLR), stepped every
     batch over the trainer's estimate of the total steps."""
 
     title = "scheduler=onecycle"
@@ -300,7 +300,7 @@ def _named(
 def parse_optimizer(
     spec: Mapping[str, Any] | DictConfig, key: str = "optimizer"
 ) -> OptimizerConfig:
-    """``spec`` (configs/optimizer/<name>.yaml as composed, or the plain dict a checkpoint
+    """``spec`` (zoo/configs/optimizer/<name>.yaml as composed, or the plain dict a checkpoint
     holds) checked by its optimizer's schema; ConfigError naming ``key.<field>`` otherwise."""
     schema = _named(spec, key, OPTIMIZERS)
     parsed = schema.parse(spec, key)

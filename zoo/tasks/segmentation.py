@@ -57,7 +57,7 @@ def dice_per_class(num_classes: int) -> DiceScore:
 
 @dataclass
 class SegmentationOptions(TaskOptions):
-    """configs/task/segmentation.yaml: the shared options, the loss (one of LOSSES) and the
+    """zoo/configs/task/segmentation.yaml: the shared options, the loss (one of LOSSES) and the
     Dice term's weight in ``ce+dice``; four overlays a validation by default."""
 
     loss: str = option("ce+dice", choices=LOSSES, what=f"one of {LOSSES}")

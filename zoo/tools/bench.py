@@ -6,8 +6,10 @@
 For each model it measures training and inference images/s, the training step time, peak
 memory and MFU (FLOPs counted by ``zoo.tasks.base.count_flops`` against the device's
 peak from ``get_available_flops``; no peak is known for CPUs, so no MFU there). The same model,
-optimizer and batch run once in a plain PyTorch loop and once through a Lightning ``Trainer``
-(the zoo's ClassificationModule), and the table gives their ratio.
+optimizer and batch run in a plain PyTorch loop and through a Lightning ``Trainer`` (the zoo's
+ClassificationModule), in turn, ``--rounds`` times (3 by default), and the table gives the
+medians over the rounds, with the step time's and Lightning overhead's range (min to max) beside
+them: one slow round on a shared machine shows as a wide range rather than as a result.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from zoo import models
-from zoo.core.logs import quiet_library_noise
+from zoo.core.logs import print_full_width, quiet_library_noise
 from zoo.tasks.base import count_flops
 from zoo.tasks.classification import (
     ClassificationModule,
@@ -64,7 +66,12 @@ class BenchResult:
     tflops_per_step: float
     mfu: float | None
     lightning_images_per_s: float | None
-    lightning_overhead: float | None  # plain step rate / Lightning step rate - 1
+    # The median over the rounds of (Lightning step time / plain step time - 1), each round's
+    # two loops timed one after the other.
+    lightning_overhead: float | None
+    rounds: int = 1
+    step_ms_range: tuple[float, float] | None = None  # the rounds' (min, max)
+    lightning_overhead_range: tuple[float, float] | None = None
 
 
 def device_name(device: torch.device) -> str:
@@ -224,10 +231,8 @@ def bench_model(name: str, args: argparse.Namespace) -> BenchResult:
         plain_rounds.append(plain_loop(spec, (images, targets), args))
         if not args.no_lightning:
             lightning_rounds.append(lightning_loop(spec, (images, targets), args))
-    timings = tuple(statistics.median(values) for values in zip(*plain_rounds, strict=True))
-    lightning_s = statistics.median(lightning_rounds) if lightning_rounds else None
     peak_flops = get_available_flops(device, PRECISIONS[args.precision])
-    return bench_result(name, device, size, args, timings, lightning_s, peak_flops)
+    return bench_result(name, device, size, args, plain_rounds, lightning_rounds, peak_flops)
 
 
 def bench_result(
@@ -235,13 +240,26 @@ def bench_result(
     device: torch.device,
     image_size: int,
     args: argparse.Namespace,
-    timings: tuple[float, float, float, int],
-    lightning_s: float | None = None,
+    rounds: Sequence[tuple[float, float, float, float]],
+    lightning_rounds: Sequence[float] = (),
     peak_flops: float | None = None,
 ) -> BenchResult:
-    """One row from ``plain_loop``'s (train s, inference s, peak MB, FLOPs) and, if timed, the
-    Lightning step; MFU where the device's peak FLOP/s is known."""
-    train_s, infer_s, peak, flops = timings
+    """One row from the ``rounds`` of ``plain_loop`` (train s, inference s, peak MB, FLOPs
+    each) and, if timed, the Lightning step's seconds of the same rounds: medians, and the
+    range (min to max) of the step time and of the Lightning overhead; MFU where the device's peak
+    FLOP/s is known."""
+    train_s, infer_s, peak, flops = (
+        statistics.median(values) for values in zip(*rounds, strict=True)
+    )
+    steps_ms = [round_[0] * 1e3 for round_ in rounds]
+    # Each round's own ratio: its two loops ran back to back, under the same load.
+    overheads = []
+    if lightning_rounds:
+        overheads = [
+            lightning_s / round_[0] - 1
+            for round_, lightning_s in zip(rounds, lightning_rounds, strict=True)
+        ]
+    lightning_s = statistics.median(lightning_rounds) if lightning_rounds else None
     return BenchResult(
         model=name,
         device=device_name(device),
@@ -257,7 +275,10 @@ def bench_result(
         tflops_per_step=flops / 1e12,
         mfu=(flops / train_s / peak_flops) if peak_flops else None,
         lightning_images_per_s=args.batch_size / lightning_s if lightning_s else None,
-        lightning_overhead=(lightning_s / train_s - 1) if lightning_s else None,
+        lightning_overhead=statistics.median(overheads) if overheads else None,
+        rounds=len(rounds),
+        step_ms_range=(min(steps_ms), max(steps_ms)),
+        lightning_overhead_range=(min(overheads), max(overheads)) if overheads else None,
     )
 
 
@@ -267,31 +288,53 @@ COLUMNS = (
 )  # fmt: skip
 
 
+def with_range(median: str, spread: tuple[str, str] | None) -> str:
+    """A median and, where the rounds differ, their range: "13.4 (12.1 to 15.0)"."""
+    if spread is None or spread[0] == spread[1]:
+        return median
+    return f"{median} ({spread[0]} to {spread[1]})"
+
+
 def format_row(r: BenchResult) -> list[str]:
     """One result as the cells of COLUMNS, shared by the terminal and markdown tables."""
+    step_ms = None if r.step_ms_range is None else tuple(f"{v:.1f}" for v in r.step_ms_range)
+    overhead = None
+    if r.lightning_overhead_range is not None:
+        overhead = tuple(f"{v:+.1%}" for v in r.lightning_overhead_range)
     return [
         r.model, r.device, str(r.batch_size), str(r.image_size), r.precision,
-        str(r.channels_last), str(r.compile), f"{r.train_images_per_s:,.0f}", f"{r.step_ms:.1f}",
+        str(r.channels_last), str(r.compile), f"{r.train_images_per_s:,.0f}",
+        with_range(f"{r.step_ms:.1f}", step_ms),
         f"{r.inference_images_per_s:,.0f}", f"{r.peak_memory_mb:,.0f}",
         f"{r.mfu:.1%}" if r.mfu is not None else "n/a",
         f"{r.lightning_images_per_s:,.0f}" if r.lightning_images_per_s else "-",
-        f"{r.lightning_overhead:+.1%}" if r.lightning_overhead is not None else "-",
+        with_range(f"{r.lightning_overhead:+.1%}", overhead)
+        if r.lightning_overhead is not None else "-",
     ]  # fmt: skip
 
 
+def title(results: Sequence[BenchResult]) -> str:
+    rounds = max((r.rounds for r in results), default=1)
+    if rounds == 1:
+        return "zoo.tools.bench (synthetic data, one round)"
+    return f"zoo.tools.bench (synthetic data): medians of {rounds} rounds (min to max)"
+
+
 def markdown_table(results: list[BenchResult]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [f"{title(results)}:", ""]
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(format_row(r)) + " |" for r in results]
     return "\n".join(lines)
 
 
-def print_table(results: list[BenchResult]) -> None:
-    table = Table(title="zoo.tools.bench (synthetic data)")
+def print_table(results: list[BenchResult], console: Console | None = None) -> None:
+    """The results as a table, at the width its cells need (a log file's too)."""
+    table = Table(title=title(results))
     for column in COLUMNS:
         table.add_column(column, justify="left" if column in ("model", "device") else "right")
     for r in results:
         table.add_row(*format_row(r))
-    Console().print(table)
+    print_full_width(console or Console(), table)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -309,7 +352,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument(
-        "--rounds", type=int, default=1, help="time both loops this many times, in turn (medians)"
+        "--rounds",
+        type=int,
+        default=3,
+        help="time both loops this many times, in turn (medians, with their range)",
     )
     parser.add_argument("--no-lightning", action="store_true", help="skip the Lightning timing")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")

@@ -1,5 +1,5 @@
 """Multiruns as SLURM jobs (or local subprocesses) through hydra-submitit-launcher
-(configs/hydra/launcher/submitit_*.yaml), whose jobs resume where they stopped when requeued."""
+(zoo/configs/hydra/launcher/submitit_*.yaml), whose jobs resume where they stopped when requeued."""
 
 from __future__ import annotations
 

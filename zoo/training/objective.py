@@ -1,5 +1,6 @@
 """The number a sweep optimises (``optimized_metric``): a validation metric, never a test one
-(``zoo.core.config.validate`` refuses the rest).
+(``Objective``, checked in every run and, for a whole sweep, before Hydra launches it:
+``zoo.training.sweep.CheckSweep``).
 
 ``train.py`` returns it to Hydra's sweepers (the Optuna sweeper of ``hparams_search=``): its best
 value over the run when it is what the best checkpoint is chosen by, else its last value.
@@ -8,6 +9,7 @@ value over the run when it is what the best checkpoint is chosen by, else its la
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
@@ -16,8 +18,25 @@ from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
 from zoo.core.errors import ConfigError
+from zoo.core.schema import Schema, option
 
 VALIDATION_PREFIX = "val/"
+
+
+def is_validation_metric(name: str | None) -> bool:
+    return name is None or name.startswith(VALIDATION_PREFIX)
+
+
+@dataclass
+class Objective(Schema):
+    """``optimized_metric``, a top-level key of zoo/configs/train.yaml."""
+
+    # test/ would tune on the test set.
+    optimized_metric: str | None = option(
+        None,
+        valid=is_validation_metric,
+        what="a validation metric (val/...) or null, never a test metric",
+    )
 
 
 class ObjectiveNotLogged(ConfigError):
@@ -61,7 +80,7 @@ def objective_value(trainer: pl.Trainer, name: str) -> float | None:
 
 class StopSweepOnUnloggedObjective(HydraCallback):
     """A sweep whose objective one job does not log would fail every job alike: stop it there,
-    with the job's one line and exit code 2 (registered in configs/hydra/default.yaml)."""
+    with the job's one line and exit code 2 (registered in zoo/configs/hydra/default.yaml)."""
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status != JobStatus.FAILED:

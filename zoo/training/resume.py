@@ -24,9 +24,10 @@ from zoo.core.lightning import batches_processed_this_epoch
 from zoo.data.base import ZooDataModule
 from zoo.data.sampling import ResumableBatchSampler
 from zoo.models.checkpoint import read_checkpoint
-from zoo.models.loading import check_values
+from zoo.models.loading import SizeLimit, check_values
 from zoo.tasks.base import ZooTask
 from zoo.training.checkpoint_io import remove_stale_temp_files
+from zoo.training.ema import check_resumed_averaging
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ MUST_MATCH: dict[str, tuple[str, ...] | None] = {
 }
 _ABSENT = "(not set)"
 # How the optimizer's arithmetic is laid out, not what it computes: a resume may change these
-# (a run from before configs/optimizer/adam.yaml set fused: true resumes with it).
+# (a run from before zoo/configs/optimizer/adam.yaml set fused: true resumes with it).
 IMPLEMENTATION_ONLY = frozenset({"optimizer.fused", "optimizer.foreach"})
 
 
@@ -193,13 +194,16 @@ def check_resumable(run: Mapping[str, Any], checkpoint: Mapping[str, Any], path:
     )
 
 
-def check_checkpoint(path: Path, module: ZooTask) -> None:
+def check_checkpoint(path: Path, module: ZooTask, averages: bool = False) -> None:
     """Refuse, in one line, a checkpoint that ``train.py ckpt_path=`` can't continue: unreadable,
     hostile or not a zoo checkpoint (``zoo.models.checkpoint``, as evaluate.py reads it), weights
-    that are NaN, infinite or of the wrong kind (named), or trained with another config than this
-    run's ``module`` (check_resumable). Lightning then reads it again to resume."""
-    checkpoint = read_checkpoint(path)
+    that are NaN, infinite or of the wrong kind (named), trained with another config than this
+    run's ``module`` (check_resumable), or with callbacks=ema where this run has none, or the
+    reverse (``averages``: this run has it). Lightning then reads it again to resume."""
+    # No bigger than the optimizer state and averages of this run's model can make it.
+    checkpoint = read_checkpoint(path, SizeLimit.of_model(module.model))
     check_resumable(dict(module.hparams), checkpoint.hparams, path)
+    check_resumed_averaging(path, checkpoint.raw_weights is not None, averages)
     # The weights, and the raw weights beside an average (callbacks=ema) that training goes on
     # from.
     for weights in (checkpoint.weights, checkpoint.raw_weights):

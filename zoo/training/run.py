@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -19,8 +18,10 @@ from rich.table import Table
 
 from zoo.core.config import instantiate_group, to_plain, validate
 from zoo.core.errors import ConfigError, in_multirun
+from zoo.core.files import write_json
 from zoo.core.logs import log_run_directory
-from zoo.core.schema import Schema, option
+from zoo.core.schema import option
+from zoo.core.signals import stop_on_signals
 from zoo.core.trainer import build_trainer
 from zoo.tasks.build import (
     MAX_IMAGE_SIZE,
@@ -32,7 +33,7 @@ from zoo.tasks.build import (
 from zoo.tasks.optim import parse_optimizer, parse_scheduler
 from zoo.training.cluster import cluster_ckpt_path
 from zoo.training.ema import parse_ema
-from zoo.training.objective import ObjectiveIsLogged, objective_value
+from zoo.training.objective import Objective, ObjectiveIsLogged, objective_value
 from zoo.training.resume import check_checkpoint
 from zoo.training.run_lock import single_writer
 
@@ -85,25 +86,15 @@ def print_metrics(title: str, metrics: dict[str, float]) -> None:
     Console().print(table)
 
 
-def _validation_metric(name: str | None) -> bool:
-    return name is None or name.startswith("val/")
-
-
 @dataclass
-class TrainSettings(Schema):
-    """The keys of configs/train.yaml outside the groups."""
+class TrainSettings(Objective):
+    """The keys of zoo/configs/train.yaml outside the groups (``optimized_metric``: Objective's)."""
 
     command: str = "train"
     seed: int | None = option(42, what="an integer or null")
     ckpt_path: str | None = None
     test: bool = True
     max_image_size: int = option(MAX_IMAGE_SIZE, ge=1)
-    # What sweeps optimise (zoo/training/objective.py): test/ would tune on the test set.
-    optimized_metric: str | None = option(
-        None,
-        valid=_validation_metric,
-        what="a validation metric (val/...) or null, never a test metric",
-    )
 
 
 def check_config(cfg: DictConfig) -> TrainSettings:
@@ -131,7 +122,8 @@ def train(
     there stops with a message. ``extra_callbacks`` join the config's (for tools that watch a
     run: benchmarks/step_profile.py)."""
     log_run_directory(output_dir)
-    with ExitStack() as held:
+    # SIGTERM and Ctrl-C: a checkpoint at the next batch end (zoo.training.preemption).
+    with stop_on_signals(), ExitStack() as held:
         metrics = _train(cfg, output_dir, held, list(extra_callbacks))
     log_run_directory(output_dir, "checkpoints/, TensorBoard logs, metrics.json, train.log")
     return metrics
@@ -148,7 +140,7 @@ def _train(
 
     module = task_from_config(cfg)
     if ckpt_path is not None:
-        check_checkpoint(Path(ckpt_path), module)
+        check_checkpoint(Path(ckpt_path), module, averages=bool(parse_ema(cfg.get("callbacks"))))
     size = image_size(module.model, cfg.data.get("image_size"), cfg.get("max_image_size"))
     # Mean, std and evaluation resize follow pretrained weights unless the data config says.
     weights_preprocessing = follow_weights(module, to_plain(cfg.data))
@@ -167,7 +159,7 @@ def _train(
     refuse_ddp_in_multirun(trainer)
     if trainer.is_global_zero:
         # Before anything is written (Hydra's config goes to a fresh .hydra/ subfolder when one
-        # is there already: configs/hydra/default.yaml); only rank 0 writes.
+        # is there already: zoo/configs/hydra/default.yaml); only rank 0 writes.
         held.enter_context(single_writer(output_dir))
     for logger in loggers:
         logger.log_hyperparams(to_plain(cfg))
@@ -196,5 +188,5 @@ def _train(
         metrics[objective] = objective_best  # what train.py hands to sweepers
     metrics["fit_seconds"] = fit_seconds
     if trainer.is_global_zero:
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_json(output_dir / "metrics.json", metrics)
     return metrics

@@ -34,7 +34,7 @@ from zoo.data.images import MAX_IMAGE_PIXELS
 
 @dataclasses.dataclass(kw_only=True)
 class ImageNetConfig(ImageFolderConfig):
-    """configs/data/imagenet.yaml: an image folder's keys, ``layout``, and ImageNet's defaults."""
+    """zoo/configs/data/imagenet.yaml: an image folder's keys, ``layout``, ImageNet's defaults."""
 
     title: ClassVar[str] = "data=imagenet"
 

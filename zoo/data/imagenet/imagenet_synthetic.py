@@ -29,10 +29,13 @@ from zoo.data.sampling import LoaderPerSplit, evaluation_share, split_batch_size
 
 log = logging.getLogger(__name__)
 
+# The most images of a split: eight times ImageNet's training set.
+MAX_SPLIT_SIZE = 10_000_000
+
 
 @dataclasses.dataclass(kw_only=True)
 class ImageNetSyntheticConfig(DataSchema):
-    """configs/data/imagenet_synthetic.yaml."""
+    """zoo/configs/data/imagenet_synthetic.yaml."""
 
     title: ClassVar[str] = "data=imagenet_synthetic"
     must_match: ClassVar[tuple[str, ...]] = (*DataSchema.must_match, "classes")
@@ -43,8 +46,9 @@ class ImageNetSyntheticConfig(DataSchema):
     num_workers: int = num_workers_field(0)
     image_size: int | None = image_size_field(224)
     classes: int = option(NUM_CLASSES, ge=1)
-    train_size: int = option(1_281_167, ge=1)
-    val_size: int = option(50_000, ge=1)
+    # Each split's labels are drawn at once: 10^7 of them are 80 MB.
+    train_size: int = option(1_281_167, ge=1, at_most=MAX_SPLIT_SIZE)
+    val_size: int = option(50_000, ge=1, at_most=MAX_SPLIT_SIZE)
     seed: int = 0
     channels: int = channels_field(3, 3)
     num_classes: int | None = num_classes_field(None)  # configs: ${.classes}

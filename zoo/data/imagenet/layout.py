@@ -12,14 +12,14 @@ Whatever doesn't fit is an ``ImageNetDataError`` that names the path and says wh
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from torchvision import datasets, models
 
+from zoo.core.files import path_problem
 from zoo.data.imagenet.io import ImageNetDataError
-from zoo.data.images import is_image_file
+from zoo.data.images import list_folder
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,16 @@ LAYOUTS = ("auto", "folders", "archives")
 Samples = list[tuple[str, int]]
 
 
+def _unlistable(path: str, reason: str) -> ImageNetDataError:
+    return ImageNetDataError(f"cannot read {path}: {reason}")
+
+
 def resolve_layout(root: Path, layout: str) -> str:
     """``folders`` or ``archives``: ``layout`` itself, or for ``auto`` what ``root`` holds."""
-    if not root.is_dir():
+    problem = path_problem(root, "folder")
+    if problem is not None:
         raise ImageNetDataError(
-            f"ImageNet root {root} does not exist: set data.root to the folder holding "
+            f"ImageNet root {root} {problem}: set data.root to the folder holding "
             "train/ and val/ (or the official archives)"
         )
     if layout != "auto":
@@ -79,14 +84,14 @@ def prepare_archives(root: Path) -> None:
 def class_folders(split_dir: Path, placeholder: str = "<wnid>") -> list[str]:
     """The sorted class folders of train/ or val/, or an error saying how the layout is wrong
     (``placeholder`` names a class folder in it: ImageNet's wnids, or any class)."""
-    if not split_dir.is_dir():
+    if not split_dir.is_dir() and not split_dir.is_symlink():  # a link that loops: list_folder
         expected = "*.JPEG (layout=folders)" if placeholder == "<wnid>" else "<images>"
         raise ImageNetDataError(
             f"{split_dir} is missing: expected {split_dir}/{placeholder}/{expected}"
         )
-    entries = list(os.scandir(split_dir))
-    folders = sorted(e.name for e in entries if e.is_dir())
-    loose = [e.name for e in entries if e.is_file() and is_image_file(e.name)]
+    listing = list_folder(split_dir, _unlistable)
+    folders = [path.name for path in listing.folders]
+    loose = [path.name for path in listing.images]
     if loose:
         hint = (
             " (the raw validation archive is flat: put ILSVRC2012_img_val.tar and the devkit in "
@@ -122,12 +127,20 @@ def all_classes(root: Path, placeholder: str = "<wnid>", other: str = "val") -> 
 
 
 def first_classes(root: Path, all_wnids: Sequence[str], classes: int) -> list[str]:
-    """The first ``classes`` wnids in sorted order (data.classes), or an error if too few."""
+    """The first ``classes`` wnids in sorted order (data.classes), or an error if there are too
+    few, or fewer than 2: one class would train a "classifier" that is always right."""
     if classes > len(all_wnids):
         raise ImageNetDataError(
             f"data.classes={classes}, but {root / 'train'} has only {len(all_wnids)} class "
             f"folders: set data.classes={len(all_wnids)} or fewer"
         )
+    if classes < 2:
+        which = (
+            f"{root / 'train'} has a single class folder ({all_wnids[0]})"
+            if len(all_wnids) == 1
+            else f"data.classes={classes}"
+        )
+        raise ImageNetDataError(f"{which}: classification needs at least 2 classes")
     return list(all_wnids[:classes])
 
 
@@ -156,9 +169,9 @@ def class_names(root: Path, all_wnids: Sequence[str], chosen: Sequence[str]) -> 
 
 def list_images(class_dir: Path) -> list[str]:
     """The sorted image files of one class folder; an empty folder is an error."""
-    # os.scandir rather than ImageFolder's os.walk: it is faster on 1.28M files, and an empty
-    # folder is reported by its path instead of by class name.
-    files = sorted(e.path for e in os.scandir(class_dir) if e.is_file() and is_image_file(e.name))
+    # One level, os.scandir (list_folder) rather than ImageFolder's os.walk: it is faster on
+    # 1.28M files, and an empty folder is reported by its path instead of by class name.
+    files = [str(path) for path in list_folder(class_dir, _unlistable).images]
     if not files:
         raise ImageNetDataError(f"empty class folder {class_dir}: it holds no image files")
     return files

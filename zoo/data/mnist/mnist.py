@@ -60,7 +60,7 @@ class DistortionConfig(Schema):
 
 @dataclasses.dataclass(kw_only=True)
 class MNISTConfig(DataSchema):
-    """configs/data/mnist.yaml."""
+    """zoo/configs/data/mnist.yaml."""
 
     title: ClassVar[str] = "data=mnist"
     must_match: ClassVar[tuple[str, ...]] = (

@@ -45,6 +45,8 @@ TEST_SEED = 20151118
 CHUNK = 1024
 # Random places tried per digit for one where its ink meets no ink already on the canvas.
 CANDIDATES = 16
+# The most canvases of a split: 100,000 canvases of 64 x 64 and their masks are 800 MB (bytes).
+MAX_CANVASES = 100_000
 
 
 def draw_without_replacement(
@@ -116,7 +118,7 @@ def make_canvases(
 
 @dataclasses.dataclass(kw_only=True)
 class MNISTSegmentationConfig(DataSchema):
-    """configs/data/mnist_segmentation.yaml."""
+    """zoo/configs/data/mnist_segmentation.yaml."""
 
     title: ClassVar[str] = "data=mnist_segmentation"
     must_match: ClassVar[tuple[str, ...]] = (
@@ -136,9 +138,10 @@ class MNISTSegmentationConfig(DataSchema):
     min_digits: int = 1  # digits per canvas: 1 <= min_digits <= max_digits (check)
     max_digits: int = 4
     ink_threshold: float = option(0.5, gt=0, lt=1)
-    train_canvases: int = option(20000, ge=1)
-    val_canvases: int = option(1000, ge=1)
-    test_canvases: int = option(2000, ge=1)
+    # Each split's canvases are drawn at once and held in memory.
+    train_canvases: int = option(20000, ge=1, at_most=MAX_CANVASES)
+    val_canvases: int = option(1000, ge=1, at_most=MAX_CANVASES)
+    test_canvases: int = option(2000, ge=1, at_most=MAX_CANVASES)
     canvas_seed: int = 0
     val_size: int = val_size_field(5000)
     split_seed: int = 12345

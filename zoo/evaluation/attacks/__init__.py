@@ -1,5 +1,5 @@
 """The lecture's adversarial examples, as reports on evaluate.py's test loop (``attack=<name>``,
-configs/attack/<name>.yaml; docs/robustness.md):
+zoo/configs/attack/<name>.yaml; docs/robustness.md):
 
 - ``fgsm``: the fast gradient sign method (Goodfellow, Shlens & Szegedy 2015);
 - ``pgd``: projected gradient descent, L-infinity or L2, from a random start (Madry et al. 2018);
@@ -36,7 +36,15 @@ from zoo.evaluation.attacks.universal import (
     deepfool,
     universal_perturbation,
 )
-from zoo.tasks.adversarial import NORMS, PGDSettings, fgsm, pgd, pixel_normalization
+from zoo.tasks.adversarial import (
+    MAX_STEPS,
+    NORMS,
+    STEP_COST,
+    PGDSettings,
+    fgsm,
+    pgd,
+    pixel_normalization,
+)
 
 __all__ = [
     "ATTACKS",
@@ -76,11 +84,21 @@ def _target(value: Any) -> bool:
 BUDGETS = "a list of numbers in [0, 1] (pixel units)"
 # Each attack sweeps its budgets from 0 (the clean accuracy) up.
 DEFAULT_BUDGETS = (0.0, 0.05, 0.1, 0.2, 0.3)
+# 100 restarts of PGD-100 are 10^4 gradients per image.
+MAX_RESTARTS = 100
+RESTART_COST = "each is a whole PGD run on the images not yet fooled"
+MAX_SEARCH_STEPS = 50
+MAX_TRAIN_IMAGES = 10_000
+HELD_AT_ONCE = "the images are held in memory at once"
+MAX_PASSES = 100
+# DeepFool crosses the nearest boundary in a few steps (the paper: 3 on average); each step is
+# a backward pass per candidate class.
+MAX_DEEPFOOL_STEPS = 1_000
 
 
 @dataclass
 class AttackConfig(Schema):
-    """What every attack's config (configs/attack/<name>.yaml, less its ``name``) has: how many
+    """What every attack's config (zoo/configs/attack/<name>.yaml, less its ``name``) has: how many
     clean | perturbed | difference images its figure draws."""
 
     examples: int = option(8, ge=0)
@@ -88,7 +106,7 @@ class AttackConfig(Schema):
 
 @dataclass
 class FGSMConfig(AttackConfig):
-    """configs/attack/fgsm.yaml: FGSM's L-infinity budgets."""
+    """zoo/configs/attack/fgsm.yaml: FGSM's L-infinity budgets."""
 
     title: ClassVar[str] = "attack=fgsm"
     eps: list[float] = option(
@@ -98,40 +116,54 @@ class FGSMConfig(AttackConfig):
 
 @dataclass
 class PGDConfig(AttackConfig, PGDSettings):
-    """configs/attack/pgd.yaml: PGD's budgets and the seed of its random starts; steps,
-    step_size, norm and random_start are adversarial training's schema (PGDSettings)."""
+    """zoo/configs/attack/pgd.yaml: PGD's budgets, its restarts and the seed of its random
+    starts; steps, step_size, norm and random_start are adversarial training's schema
+    (PGDSettings)."""
 
     title: ClassVar[str] = "attack=pgd"
     eps: list[float] = option(
         valid=_budgets, what=BUDGETS, default_factory=lambda: [*DEFAULT_BUDGETS]
     )
-    steps: int = option(20, ge=1)  # Madry et al. test with PGD-20
+    # Madry et al. test with PGD-20.
+    steps: int = option(20, ge=1, at_most=MAX_STEPS, why=STEP_COST)
+    # Each restart from a fresh random start: an image counts as robust only if it survives all.
+    restarts: int = option(1, ge=1, at_most=MAX_RESTARTS, why=RESTART_COST)
     seed: int = 0
+
+    def check(self, key: str) -> None:
+        if self.restarts > 1 and not self.random_start:
+            raise ConfigError(
+                f"{key}.restarts={self.restarts} needs {key}.random_start=true: without a random "
+                "start every restart is the same attack"
+            )
 
 
 @dataclass
 class LBFGSConfig(AttackConfig):
-    """configs/attack/lbfgs.yaml: targeted minimal perturbations by box-constrained L-BFGS."""
+    """zoo/configs/attack/lbfgs.yaml: targeted minimal perturbations by box-constrained L-BFGS."""
 
     title: ClassVar[str] = "attack=lbfgs"
     target: str | int = option("next", valid=_target, what="next, every or a class index")
     initial_c: float = option(1.0, gt=0)
-    search_steps: int = option(6, ge=1)
-    max_iterations: int = option(50, ge=1)
+    # Each search step is a whole L-BFGS run, and c grows tenfold per step until one succeeds.
+    search_steps: int = option(6, ge=1, at_most=MAX_SEARCH_STEPS)
+    max_iterations: int = option(50, ge=1, at_most=MAX_STEPS, why=STEP_COST)
 
 
 @dataclass
 class UniversalConfig(AttackConfig):
-    """configs/attack/universal.yaml: one perturbation for all images, from DeepFool's."""
+    """zoo/configs/attack/universal.yaml: one perturbation for all images, from DeepFool's."""
 
     title: ClassVar[str] = "attack=universal"
     eps: float = option(0.2, ge=0, le=1, what="a number in [0, 1] (pixel units)")
     norm: str = option("linf", choices=NORMS)
-    train_images: int = option(1000, ge=1)
-    max_passes: int = option(5, ge=1)
+    # The paper builds v from 10,000 ImageNet images: 6 GB at 3 x 224 x 224, held at once.
+    train_images: int = option(1000, ge=1, at_most=MAX_TRAIN_IMAGES, why=HELD_AT_ONCE)
+    # Each pass runs DeepFool on every image v does not fool yet.
+    max_passes: int = option(5, ge=1, at_most=MAX_PASSES)
     target_fooling_rate: float = option(0.8, ge=0, le=1)
     overshoot: float = option(0.02, ge=0)
-    deepfool_steps: int = option(50, ge=1)
+    deepfool_steps: int = option(50, ge=1, at_most=MAX_DEEPFOOL_STEPS, why=STEP_COST)
     load: str | None = None  # a universal_perturbation.pt of an earlier run, or null
 
 
@@ -180,7 +212,12 @@ def attack_tables(report: Mapping[str, Any]) -> list[Table]:
     tables = []
     for name in ("fgsm", "pgd"):
         if name in report:
-            table = Table(title=f"{name.upper()} ({report[name]['seconds']:.1f} s)")
+            sweep = report[name]
+            title = "FGSM"
+            if name == "pgd":
+                restarts = f", {sweep['restarts']} restarts" if sweep["restarts"] > 1 else ""
+                title = f"PGD-{sweep['steps']}{restarts} ({sweep['norm']})"
+            table = Table(title=f"{title} ({_attack_time(sweep)})")
             table.add_column("eps (pixels)", justify="right")
             table.add_column("accuracy", justify="right")
             table.add_row("clean", f"{report['acc']:.4f}")
@@ -189,7 +226,7 @@ def attack_tables(report: Mapping[str, Any]) -> list[Table]:
             tables.append(table)
     if "lbfgs" in report:
         lbfgs = report["lbfgs"]
-        table = Table(title=f"L-BFGS, target {lbfgs['target']} ({lbfgs['seconds']:.1f} s)")
+        table = Table(title=f"L-BFGS, target {lbfgs['target']} ({_attack_time(lbfgs)})")
         for column in ("target", "attempts", "success rate", "mean L2", "median L2"):
             table.add_column(column, justify="right")
         rows = {**lbfgs["per_target"], "all": lbfgs}
@@ -201,7 +238,7 @@ def attack_tables(report: Mapping[str, Any]) -> list[Table]:
         tables.append(table)
     if "universal" in report:
         universal = report["universal"]
-        table = Table(title=f"Universal perturbation ({universal['seconds']:.1f} s)")
+        table = Table(title=f"Universal perturbation ({_attack_time(universal)})")
         table.add_column("")
         table.add_column("value", justify="right")
         table.add_row(f"{universal['norm']} eps", f"{universal['eps']:g}")
@@ -210,3 +247,9 @@ def attack_tables(report: Mapping[str, Any]) -> list[Table]:
         table.add_row("accuracy, with v", f"{universal['acc']:.4f}")
         tables.append(table)
     return tables
+
+
+def _attack_time(attack: Mapping[str, Any]) -> str:
+    """What an attack's ``seconds`` cover: the attack alone, not the test loop around it (whose
+    throughput is the report's ``images_per_sec_attack_included``)."""
+    return f"the attack alone: {attack['seconds']:.1f} s"

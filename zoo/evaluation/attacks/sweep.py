@@ -17,6 +17,10 @@ from zoo.core.plots import labelled_grid
 from zoo.evaluation.reports import Report
 from zoo.tasks.adversarial import fgsm, pgd
 
+# Restart r of PGD draws its starts from a generator seeded with seed + r * 2^32: no two
+# (seed, restart) pairs of seeds below 2^32 share a stream.
+RESTART_SEED_STRIDE = 2**32
+
 
 def accuracy_figure(eps: Sequence[float], accuracy: Sequence[float], title: str = "FGSM") -> Figure:
     """Accuracy against eps: the lecture's robustness curve."""
@@ -219,7 +223,9 @@ class FGSMRobustness(EpsilonSweep):
 
 class PGDRobustness(EpsilonSweep):
     """PGD: ``steps`` projected steps per eps, L-infinity or L2, from a random start (seeded:
-    ``seed``, so that a run repeats)."""
+    ``seed``, so that a run repeats), ``restarts`` times: each restart from a fresh random start
+    attacks the images that no restart before it has fooled, so that an image counts as robust
+    only if it survives all of them."""
 
     tag = "pgd"
 
@@ -232,18 +238,26 @@ class PGDRobustness(EpsilonSweep):
         step_size: float | None = None,
         norm: str = "linf",
         random_start: bool = True,
+        restarts: int = 1,
         seed: int = 0,
         examples: int = 8,
     ) -> None:
         super().__init__(eps, mean, std, examples)
         self.steps, self.step_size, self.norm = steps, step_size, norm
-        self.random_start, self.seed = random_start, seed
-        self.title = f"PGD-{steps} ({'L-inf' if norm == 'linf' else 'L2'})"
-        self.generator: torch.Generator | None = None
+        self.random_start, self.restarts, self.seed = random_start, restarts, seed
+        restarted = f", {restarts} restarts" if restarts > 1 else ""
+        self.title = f"PGD-{steps}{restarted} ({'L-inf' if norm == 'linf' else 'L2'})"
+        self.generators: list[torch.Generator] = []
 
     def reset(self, device: torch.device) -> None:
         super().reset(device)
-        self.generator = torch.Generator(device).manual_seed(self.seed)
+        # One generator per restart, the first seeded with ``seed`` itself: the first restart
+        # then draws, batch after batch, exactly the starts of a run with restarts=1, and more
+        # restarts can only lower its accuracy.
+        self.generators = [
+            torch.Generator(device).manual_seed(self.seed + restart * RESTART_SEED_STRIDE)
+            for restart in range(self.restarts)
+        ]
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -251,24 +265,47 @@ class PGDRobustness(EpsilonSweep):
             "step_size": self.step_size,
             "norm": self.norm,
             "random_start": self.random_start,
+            "restarts": self.restarts,
         }
 
     def perturb(
         self, module: pl.LightningModule, images: torch.Tensor, targets: torch.Tensor
     ) -> list[torch.Tensor]:
-        return [
-            pgd(
-                module,
-                images,
-                targets,
-                eps,
-                self.mean,
-                self.std,
-                self.steps,
-                self.step_size,
-                self.norm,
-                self.random_start,
-                self.generator,
-            )
-            for eps in self.eps
-        ]
+        return [self.restarted(module, images, targets, eps) for eps in self.eps]
+
+    def restarted(
+        self, module: pl.LightningModule, images: torch.Tensor, targets: torch.Tensor, eps: float
+    ) -> torch.Tensor:
+        """The normalised batch after PGD at ``eps`` from each restart's random start in turn:
+        each image keeps the first perturbation that fools the model, or the last one tried."""
+        first, *others = self.generators
+        adversarial = self.pgd(module, images, targets, eps, first)
+        for generator in others:
+            with torch.no_grad():
+                robust = module(adversarial).argmax(dim=1) == targets
+            if not robust.any():
+                break
+            adversarial[robust] = self.pgd(module, images[robust], targets[robust], eps, generator)
+        return adversarial
+
+    def pgd(
+        self,
+        module: pl.LightningModule,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        eps: float,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        return pgd(
+            module,
+            images,
+            targets,
+            eps,
+            self.mean,
+            self.std,
+            self.steps,
+            self.step_size,
+            self.norm,
+            self.random_start,
+            generator,
+        )

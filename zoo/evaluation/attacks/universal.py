@@ -13,6 +13,7 @@ By hand: neither torchvision nor captum has DeepFool or universal perturbations,
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,10 +26,13 @@ from matplotlib.figure import Figure
 from zoo.core.errors import ConfigError
 from zoo.core.plots import labelled_grid
 from zoo.evaluation.attacks.sweep import AttackReport, examples_figure, titled
-from zoo.models.loading import safe_load
+from zoo.models.loading import SizeLimit, safe_load
 from zoo.tasks.adversarial import logits_of, pixel_box, project
 
 PERTURBATION_FILE = "universal_perturbation.pt"
+NORM_NAMES = {"linf": "L∞", "l2": "L2"}
+# v is projected onto the ball in float32: its norm may pass eps by a rounding error.
+EPS_TOLERANCE = 1e-5
 
 
 def class_gradients(
@@ -156,9 +160,10 @@ def fooling_rate(
     return changed / max(1, len(pixels))
 
 
-def load_perturbation(path: Path, shape: Sequence[int]) -> torch.Tensor:
-    """A saved v (a plain tensor of the input's shape, pixel units), read weights-only."""
-    v = safe_load(path, what="universal perturbation")
+def load_perturbation(path: Path, shape: Sequence[int], eps: float, norm: str) -> torch.Tensor:
+    """A saved v (a plain tensor of the input's shape, pixel units), read weights-only, within
+    the budget it is reported under: ``norm`` (linf or l2) at most ``eps``."""
+    v = safe_load(path, "universal perturbation", SizeLimit.of_tensor((1, *shape)))
     if not isinstance(v, torch.Tensor) or not v.is_floating_point():
         raise ConfigError(f"{path} holds no float tensor: not a universal perturbation file")
     if v.dim() == len(shape):
@@ -170,6 +175,17 @@ def load_perturbation(path: Path, shape: Sequence[int]) -> torch.Tensor:
         )
     if not torch.isfinite(v).all():
         raise ConfigError(f"{path}: the perturbation holds NaN or infinity")
+    # In float64, where no float32 perturbation's norm overflows; a float64 one's may.
+    wide = v.double()
+    size = float(wide.abs().max() if norm == "linf" else wide.norm())
+    name = NORM_NAMES[norm]
+    if not math.isfinite(size):
+        raise ConfigError(f"{path}: the perturbation's {name} norm overflows: absurd values")
+    if size > eps * (1 + EPS_TOLERANCE):
+        raise ConfigError(
+            f"{path}: the perturbation's {name} norm {size:.4g} is over attack.eps={eps:g} "
+            f"(attack.norm={norm}): it would be reported under a budget it breaks"
+        )
     return v.float()
 
 
@@ -216,7 +232,8 @@ class UniversalPerturbation(AttackReport):
         started = time.perf_counter()
         if self.load:
             shape = self.input_shape(trainer)
-            self.v = load_perturbation(Path(self.load), shape).to(pl_module.device)
+            v = load_perturbation(Path(self.load), shape, self.eps, self.norm)
+            self.v = v.to(pl_module.device)
             self.log = {"loaded": str(self.load)}
         else:
             self.v, self.log = universal_perturbation(

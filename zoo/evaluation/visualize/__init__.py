@@ -1,7 +1,7 @@
 """``python evaluate.py ckpt_path=... visualize=[filters,class_models,...]``: the lecture's
 "Visualizing CNNs" on any checkpoint evaluate.py loads.
 
-Each method's settings are configs/visualization/<method>.yaml, under
+Each method's settings are zoo/configs/visualization/<method>.yaml, under
 ``visualization.<method>``, checked by the method's schema (:func:`parse_visualization`). Every
 method writes PNGs in the run directory, the same figures to TensorBoard (``visualize/<name>``),
 and what it reached to metrics.json under its own name.
@@ -9,7 +9,6 @@ and what it reached to metrics.json under its own name.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,7 +20,9 @@ from pytorch_lightning.loggers import Logger
 
 from zoo.core.config import to_plain
 from zoo.core.errors import ConfigError
+from zoo.core.files import write_json
 from zoo.core.schema import Schema
+from zoo.core.signals import StopRequested
 from zoo.data.base import ZooDataModule
 from zoo.evaluation.attacks import pixel_normalization
 from zoo.evaluation.checkpoint import Checkpoint
@@ -45,20 +46,55 @@ class Method(NamedTuple):
     run: Callable[[Context, Any], dict[str, Any]]
     settings: type[Schema]
     tasks: tuple[str, ...]
+    # One line for a reader of the report (report.html): what the method's figures show.
+    shows: str
 
 
 METHODS: dict[str, Method] = {
-    "filters": Method(filters, FiltersConfig, ANY_TASK),
-    "feature_maps": Method(feature_maps, FeatureMapsConfig, ANY_TASK),
-    "activation_max": Method(activation_max, ActivationMaxConfig, ANY_TASK),
-    "class_models": Method(class_models, ClassModelsConfig, ("classification",)),
-    "saliency": Method(saliency, SaliencyConfig, ("classification",)),
-    "deep_dream": Method(deep_dream, DeepDreamConfig, ANY_TASK),
+    "filters": Method(
+        filters,
+        FiltersConfig,
+        ANY_TASK,
+        "Each convolution's kernels drawn as small images: the pattern each filter responds to.",
+    ),
+    "feature_maps": Method(
+        feature_maps,
+        FeatureMapsConfig,
+        ANY_TASK,
+        "What the chosen layers output for one input: where each filter finds its pattern.",
+    ),
+    "activation_max": Method(
+        activation_max,
+        ActivationMaxConfig,
+        ANY_TASK,
+        "Inputs made by gradient ascent to excite a layer, a filter or a unit as much as "
+        "possible: what it looks for.",
+    ),
+    "class_models": Method(
+        class_models,
+        ClassModelsConfig,
+        ("classification",),
+        "For each class, the input that maximises its score (Simonyan et al. 2013): what the "
+        "network takes the class to look like.",
+    ),
+    "saliency": Method(
+        saliency,
+        SaliencyConfig,
+        ("classification",),
+        "Which pixels the predicted class's score depends on most: gradients and integrated "
+        "gradients.",
+    ),
+    "deep_dream": Method(
+        deep_dream,
+        DeepDreamConfig,
+        ANY_TASK,
+        "An input changed, octave by octave, to amplify what a layer (or a class) sees in it.",
+    ),
 }
 
 
 def parse_visualization(name: str, settings: Mapping[str, Any] | DictConfig | None) -> Schema:
-    """Method ``name``'s settings (``visualization.<name>``, configs/visualization/<name>.yaml)
+    """Method ``name``'s settings (``visualization.<name>``, zoo/configs/visualization/<name>.yaml)
     as its schema: ConfigError naming the method or ``visualization.<name>.<key>`` otherwise.
     Which layers, classes and sample indices exist only the model and the data say, later."""
     if name not in METHODS:
@@ -127,16 +163,33 @@ def visualize(
         output_dir=output_dir,
         loggers=loggers,
     )
-    timings = {}
-    for name, method_settings in settings.items():
-        cpu, wall = time.process_time(), time.perf_counter()
-        report[name] = METHODS[name].run(ctx, method_settings)
-        timings[name] = {
-            "cpu_s": round(time.process_time() - cpu, 2),
-            "wall_s": round(time.perf_counter() - wall, 2),
-        }
+    timings: dict[str, dict[str, float]] = {}
+    try:
+        for name, method_settings in settings.items():
+            cpu, wall = time.process_time(), time.perf_counter()
+            report[name] = METHODS[name].run(ctx, method_settings)
+            timings[name] = {
+                "cpu_s": round(time.process_time() - cpu, 2),
+                "wall_s": round(time.perf_counter() - wall, 2),
+            }
+    except StopRequested as stop:
+        # The methods that finished have written their figures: their results are kept too.
+        report["stopped"] = f"{stop.reason} during {name}"
+        _write_report(report, timings, output_dir, loggers)
+        finished = ", ".join(timings) or "none"
+        stop.saved = f"metrics.json holds the methods that finished ({finished})"
+        raise
+    _write_report(report, timings, output_dir, loggers)
+    return report
+
+
+def _write_report(
+    report: dict[str, Any],
+    timings: dict[str, dict[str, float]],
+    output_dir: Path,
+    loggers: Sequence[Logger],
+) -> None:
     report["visualize_seconds"] = timings
     for logger in loggers:
         logger.save()
-    (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    write_json(output_dir / "metrics.json", report)

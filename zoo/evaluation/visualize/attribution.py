@@ -11,23 +11,30 @@ from captum.attr import IntegratedGradients, Saliency
 
 from zoo.core.plots import labelled_grid
 from zoo.core.schema import Schema, option
-from zoo.evaluation.visualize.common import Context, split_samples
+from zoo.evaluation.visualize.common import HELD_AT_ONCE, MAX_SAMPLES, Context, split_samples
 
 ATTRIBUTIONS = ("saliency", "integrated_gradients")
+# Integrated gradients' steps: ig_steps forward and backward passes per sample, and captum builds
+# its inputs for all of them in Python lists first. Sundararajan et al. find 20 to 300 enough.
+MAX_IG_STEPS = 1_000
+# The drawn samples: a figure's columns.
+MAX_SHOWN = 64
 
 
 @dataclass
 class SaliencyConfig(Schema):
-    """configs/visualization/saliency.yaml."""
+    """zoo/configs/visualization/saliency.yaml."""
 
-    samples: int = option(8, ge=1)
-    shown: int = option(8, ge=0)
+    samples: int = option(8, ge=1, at_most=MAX_SAMPLES, why=HELD_AT_ONCE)
+    shown: int = option(8, ge=0, at_most=MAX_SHOWN, why="a figure's columns")
     methods: list[str] = option(
         default_factory=lambda: list(ATTRIBUTIONS),
         valid=lambda v: all(method in ATTRIBUTIONS for method in v),
         what=f"a list of methods among {', '.join(ATTRIBUTIONS)}",
     )
-    ig_steps: int = option(32, ge=1)
+    ig_steps: int = option(
+        32, ge=1, at_most=MAX_IG_STEPS, why="each is a forward and a backward pass per sample"
+    )
     # null: don't measure the attribution on the ink against the background.
     ink_threshold: float | None = option(None, ge=0, what="a number >= 0 or null")
 

@@ -18,7 +18,7 @@ from zoo.core.errors import ConfigError
 from zoo.core.plots import log_figure
 from zoo.core.schema import Schema, is_integer, option
 from zoo.data.base import ZooDataModule
-from zoo.evaluation.predict import find_images, load_images
+from zoo.evaluation.predict import find_images, preprocess_files
 
 
 @dataclass
@@ -176,8 +176,10 @@ def input_image(ctx: Context, image: Any, section: str) -> torch.Tensor:
     (``image`` as :func:`is_image` admits)."""
     if is_integer(image):
         return split_samples(ctx, indices=[image])[0]
-    images = load_images(find_images(image), ctx.in_channels)[:1]
-    return ctx.datamodule.preprocess_images(images).to(ctx.device)
+    key = f"visualization.{section}.image"
+    [first, *_] = find_images(image, key)  # of a folder, only the first image is decoded
+    batch = preprocess_files([first], ctx.in_channels, ctx.datamodule.preprocess_images, key=key)
+    return batch.to(ctx.device)
 
 
 def random_start(ctx: Context, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -193,6 +195,15 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return dh + dw
 
 
+# The most steps an ascent may take: each is a forward and a backward pass of the network, so
+# 10,000 of them take minutes on a GPU for the largest zoo models, and far more on a CPU.
+MAX_STEPS = 10_000
+# The most samples of a split a method holds at once, on the network's device: 10,000 MNIST
+# digits are 31 MB, 10,000 ImageNet-sized images (3 x 224 x 224, float32) 6 GB.
+MAX_SAMPLES = 10_000
+HELD_AT_ONCE = "the samples are held in memory at once"
+
+
 @dataclass
 class Ascent(Schema):
     """Gradient ascent on the input: x_i = x_{i-1} + lr ∇x [objective - l2 ||x||² - tv ||∇x||²],
@@ -205,7 +216,13 @@ class Ascent(Schema):
 
     # A count (an int: OmegaConf refuses 1.5); a negative one is refused in the words refusals
     # have always used.
-    steps: int = option(200, ge=0, what="a number >= 0")
+    steps: int = option(
+        200,
+        ge=0,
+        what="a number >= 0",
+        at_most=MAX_STEPS,
+        why="each is a forward and a backward pass",
+    )
     lr: float = option(0.1, ge=0)
     l2: float = option(0.0, ge=0)
     tv: float = option(0.0, ge=0)

@@ -28,7 +28,7 @@ from zoo.evaluation.visualize.common import (
 
 @dataclass
 class FiltersConfig(Schema):
-    """configs/visualization/filters.yaml."""
+    """zoo/configs/visualization/filters.yaml."""
 
     layers: Any = option(None, valid=is_layer_names, what=LAYER_NAMES)
     # Input channels drawn of a layer that doesn't read 3; null: the first max_channels.
@@ -39,7 +39,7 @@ class FiltersConfig(Schema):
 
 @dataclass
 class FeatureMapsConfig(Schema):
-    """configs/visualization/feature_maps.yaml."""
+    """zoo/configs/visualization/feature_maps.yaml."""
 
     layers: Any = option(None, valid=is_layer_names, what=LAYER_NAMES)
     image: Any = option(0, valid=is_image, what=IMAGE)

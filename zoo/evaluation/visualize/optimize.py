@@ -19,8 +19,10 @@ from zoo.core.plots import labelled_grid
 from zoo.core.schema import is_integer, option
 from zoo.evaluation.checkpoint import load_checkpoint
 from zoo.evaluation.visualize.common import (
+    HELD_AT_ONCE,
     IMAGE,
     LAYER_NAMES,
+    MAX_SAMPLES,
     Ascent,
     Context,
     Recorder,
@@ -37,6 +39,14 @@ from zoo.evaluation.visualize.common import (
 )
 
 TARGETS = ("unit", "filter", "layer")
+# Images that go through the network as one batch, with their gradients: activation_max's
+# starts, class_models' classes (one image each).
+MAX_BATCH = 64
+ONE_BATCH = "they go through the network as one batch"
+# Deep dream's octaves: each runs the ascent's steps again, at a side scale times smaller (below
+# 4 pixels, every further octave repeats the smallest); scale**octaves stays a finite float.
+MAX_OCTAVES = 20
+MAX_SCALE = 10.0
 
 
 def _is_filters(value: Any) -> bool:
@@ -51,7 +61,7 @@ def _is_pixel(value: Any) -> bool:
 
 @dataclass
 class ActivationMaxConfig(Ascent):
-    """configs/visualization/activation_max.yaml."""
+    """zoo/configs/visualization/activation_max.yaml."""
 
     layers: Any = option(None, valid=is_layer_names, what=LAYER_NAMES)
     target: str = option("unit", choices=TARGETS)
@@ -61,24 +71,33 @@ class ActivationMaxConfig(Ascent):
     pixel: list[int] | None = option(
         None, valid=_is_pixel, what="[row, col], two integers >= 0, or null for the centre"
     )
-    starts: int = option(9, ge=1)
+    starts: int = option(9, ge=1, at_most=MAX_BATCH, why=ONE_BATCH)
     seed: int = 0
-    data_samples: int = option(0, ge=0)
+    data_samples: int = option(0, ge=0, at_most=MAX_SAMPLES, why=HELD_AT_ONCE)
 
 
 @dataclass
 class ClassModelsConfig(Ascent):
-    """configs/visualization/class_models.yaml."""
+    """zoo/configs/visualization/class_models.yaml."""
 
-    # null: every class (up to MAX_CLASS_MODELS); the model says which indices exist.
+    # null: every class (up to MAX_BATCH); the model says which indices exist.
     classes: list[int] | None = None
     seed: int = 0
     other_ckpts: list[str] = field(default_factory=list)
 
+    def check(self, key: str) -> None:
+        # Here rather than as the field's bounds, which would change its type's words.
+        if self.classes is not None and not 1 <= len(self.classes) <= MAX_BATCH:
+            given = f"{len(self.classes):,} of them" if self.classes else "[]"
+            raise ConfigError(
+                f"{key}.classes must hold 1 to {MAX_BATCH} class indices ({ONE_BATCH}), or be "
+                f"null for every class, got {given}"
+            )
+
 
 @dataclass
 class DeepDreamConfig(Ascent):
-    """configs/visualization/deep_dream.yaml.
+    """zoo/configs/visualization/deep_dream.yaml.
 
     Its key ``class`` is a Python keyword, which no field can be named: the field is ``class_``,
     and :meth:`parse` reads and refuses it under its config name."""
@@ -88,8 +107,8 @@ class DeepDreamConfig(Ascent):
     layer: str | None = None
     # A class's score instead of the layer's activation; the model says which indices exist.
     class_: int | None = None
-    octaves: int = option(3, ge=1)
-    scale: float = option(1.4, ge=1)
+    octaves: int = option(3, ge=1, at_most=MAX_OCTAVES)
+    scale: float = option(1.4, ge=1, at_most=MAX_SCALE)
     seed: int = 0
 
     @classmethod
@@ -190,22 +209,21 @@ def activation_max(ctx: Context, cfg: ActivationMaxConfig) -> dict[str, Any]:
     return results
 
 
-MAX_CLASS_MODELS = 64
-
-
 def class_models(ctx: Context, cfg: ClassModelsConfig) -> dict[str, Any]:
     """Simonyan et al. (2013): argmax_x S_c(x) - l2 ||x||², S_c the class score before the
     softmax, from N(0, 1); each image's softmax probability for its class is reported, and for
     any ``other_ckpts`` whether those models see the same class."""
     classes = cfg.classes
     if classes is None:
-        if ctx.num_classes > MAX_CLASS_MODELS:
+        if ctx.num_classes > MAX_BATCH:
             raise ConfigError(
                 f"visualization.class_models: the model has {ctx.num_classes} classes; choose "
                 "a few with visualization.class_models.classes=[...]"
             )
         classes = list(range(ctx.num_classes))
     classes = [check_class(ctx, c, "class_models") for c in classes]
+    # Before the ascent: a checkpoint that can't judge its images fails at once.
+    other_models = {str(path): _other_classifier(ctx, path) for path in cfg.other_ckpts}
     generator = torch.Generator().manual_seed(cfg.seed)
     x = cfg.run(
         ctx,
@@ -222,17 +240,11 @@ def class_models(ctx: Context, cfg: ClassModelsConfig) -> dict[str, Any]:
     }
     summary: dict[str, Any] = {"min_prob": min(own), "classes": results}
     others = {}
-    for path in cfg.other_ckpts:
-        other = load_checkpoint(path).model.to(ctx.device).eval()
-        if other.num_classes != ctx.num_classes:
-            raise ConfigError(
-                f"visualization.class_models.other_ckpts: {path} predicts "
-                f"{other.num_classes} classes, not {ctx.num_classes}"
-            )
+    for path, other in other_models.items():
         with torch.no_grad():
             theirs = F.softmax(other(x).float(), dim=1)
         same = (theirs.argmax(1) == torch.as_tensor(classes, device=ctx.device)).tolist()
-        others[str(path)] = {
+        others[path] = {
             "same_class": int(sum(same)),
             "of": len(classes),
             "prob": theirs[torch.arange(len(classes)), classes].tolist(),
@@ -244,6 +256,28 @@ def class_models(ctx: Context, cfg: ClassModelsConfig) -> dict[str, Any]:
     figure.suptitle(f"class models (Simonyan et al. 2013), l2 = {cfg.l2:g}", fontsize=10)
     summary["png"] = ctx.save("class_models", figure)
     return summary
+
+
+def _other_classifier(ctx: Context, path: str) -> nn.Module:
+    """The network of ``path``, one of class_models' other_ckpts, on the device: a classifier of
+    the same classes that takes the class images as they are; ConfigError naming it if not."""
+    other = load_checkpoint(path).model
+    where = f"visualization.class_models.other_ckpts: {path}"
+    if other.task != "classification":
+        raise ConfigError(f"{where} is a {other.task} model, not a classifier")
+    if other.num_classes != ctx.num_classes:
+        raise ConfigError(f"{where} predicts {other.num_classes} classes, not {ctx.num_classes}")
+    if other.in_channels != ctx.in_channels:
+        raise ConfigError(
+            f"{where} takes {other.in_channels}-channel images, the class images have "
+            f"{ctx.in_channels}"
+        )
+    if not _accepts(other, ctx.image_size):
+        raise ConfigError(
+            f"{where} does not take {ctx.image_size}x{ctx.image_size} images, the size of the "
+            "class images"
+        )
+    return other.to(ctx.device).eval()
 
 
 def _accepts(model: nn.Module, side: int) -> bool:

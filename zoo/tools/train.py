@@ -1,0 +1,45 @@
+"""Train a zoo model: zoo-train [experiment=lenet_mnist] [key=value ...]
+
+The console command of an installed zoo; ``python train.py`` in a checkout runs the same
+``main``. Hydra names the job after this module, ``train``: the run's log file is train.log,
+and its configs come from the package (zoo/configs/), whatever the working directory.
+"""
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from zoo.core.cli import check_command_line
+from zoo.core.config import CONFIG_DIR
+from zoo.core.errors import exit_on_user_error
+from zoo.core.logs import quiet_library_noise
+from zoo.core.trainer import register_configs
+from zoo.training.run import train
+
+quiet_library_noise()  # before Hydra composes the config, which warns too
+register_configs()  # trainer/lightning, which zoo/configs/trainer/default.yaml extends
+CONFIG_NAME = "train"
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=CONFIG_NAME)
+def job(cfg: DictConfig) -> float | None:
+    """One Hydra job: the run, or one job of a multirun."""
+    with exit_on_user_error():
+        metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    # For Hydra sweepers that optimise a metric: a validation metric, never a test one.
+    return metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
+
+
+def main() -> None:
+    """zoo-train and python train.py: the command line in sys.argv."""
+    # An unknown key or group option: one line and exit 2, before Hydra's longer report.
+    with exit_on_user_error():
+        check_command_line(CONFIG_NAME, sys.argv[1:])
+    job()
+
+
+if __name__ == "__main__":
+    main()
