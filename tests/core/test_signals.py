@@ -49,7 +49,18 @@ def test_a_sigterm_is_noted_and_the_next_check_stops_with_143() -> None:
     assert stop_requested() is None  # nothing carries over to the next run
 
 
-def test_the_first_ctrl_c_is_noted_with_130_and_the_second_stops_at_once() -> None:
+@pytest.fixture
+def ctrl_c_not_ignored():
+    """Python's own Ctrl-C handler, as in a terminal: a job started in the background (``&``,
+    ``nohup``) inherits an ignored SIGINT, which stop_on_signals rightly leaves ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_the_first_ctrl_c_is_noted_with_130_and_the_second_stops_at_once(
+    ctrl_c_not_ignored,
+) -> None:
     with stop_on_signals():
         os.kill(os.getpid(), signal.SIGINT)
         with pytest.raises(StopRequested) as stopped:
@@ -60,7 +71,7 @@ def test_the_first_ctrl_c_is_noted_with_130_and_the_second_stops_at_once() -> No
             time.sleep(1)  # the handler runs between two bytecodes of this thread
 
 
-def test_sigterm_wins_over_ctrl_c() -> None:
+def test_sigterm_wins_over_ctrl_c(ctrl_c_not_ignored) -> None:
     with stop_on_signals():
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGTERM)
