@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -116,6 +117,27 @@ def run_script(
         env=full_env,
         cwd=REPO_ROOT,
     )
+
+
+def start_script(
+    script: str, log: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """train.py / evaluate.py in the background, its output in ``log``, as from a terminal:
+    whatever started the tests, a background job of a non-interactive shell (a CI script's
+    ``cmd &``) runs with SIGINT ignored, which the script, like any program, would inherit and
+    keep."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    with log.open("w") as output:
+        return subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / script), *args],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=full_env,
+            cwd=REPO_ROOT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
 
 
 def run_for_metrics(

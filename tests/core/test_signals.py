@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -19,7 +18,7 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
-from tests.conftest import REPO_ROOT, synthetic_train_overrides
+from tests.conftest import REPO_ROOT, start_script, synthetic_train_overrides
 from zoo.core.signals import (
     INTERRUPTED_EXIT_CODE,
     PREEMPTED_EXIT_CODE,
@@ -116,20 +115,7 @@ def test_every_forward_pass_of_a_watched_network_checks_first() -> None:
 
 
 def start(script: str, log: Path, *args: str) -> subprocess.Popen[str]:
-    """train.py or evaluate.py in the background, its output in ``log``, as from a terminal:
-    SIGINT at its default (a shell script's background job would start with it ignored)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    with log.open("w") as output:
-        return subprocess.Popen(
-            [sys.executable, str(REPO_ROOT / script), *args],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            cwd=REPO_ROOT,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
+    return start_script(script, log, *args, env={"OMP_NUM_THREADS": "1"})
 
 
 def signal_when(

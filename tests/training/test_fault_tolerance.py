@@ -15,7 +15,6 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +27,12 @@ import torch
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
-from tests.conftest import REPO_ROOT, compose_config, run_script, synthetic_train_overrides
+from tests.conftest import (
+    compose_config,
+    run_script,
+    start_script,
+    synthetic_train_overrides,
+)
 from zoo.core.errors import exit_on_user_error
 from zoo.core.trainer import build_trainer
 from zoo.data.mnist.mnist import MNISTDataModule
@@ -65,22 +69,11 @@ def start_training(
     false), its output in run_dir/../<name>.log."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     # One thread, as in this process (one_thread): the same sums in the same order.
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
     pinned = [f"hydra.run.dir={run_dir}"] if pin_run_dir else []
-    with (run_dir.parent / f"{run_dir.name}.log").open("w") as output:
-        return subprocess.Popen(
-            [sys.executable, str(REPO_ROOT / "train.py"), *overrides, *pinned],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=full_env,
-            cwd=REPO_ROOT,
-            # As from a terminal, whatever started the tests: a background job of a
-            # non-interactive shell (a CI script's `cmd &`) runs with SIGINT ignored, which
-            # train.py, like any program, then inherits and keeps.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
+    log = run_dir.parent / f"{run_dir.name}.log"
+    return start_script(
+        "train.py", log, *overrides, *pinned, env={"OMP_NUM_THREADS": "1", **(env or {})}
+    )
 
 
 def output_of(run_dir: Path) -> str:

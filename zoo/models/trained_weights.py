@@ -39,7 +39,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from zoo.core.files import file_digest
+from zoo.core.files import file_digest, write_json
 from zoo.core.schema import Schema, option
 from zoo.models.loading import SizeLimit, WeightsError
 
@@ -259,9 +259,8 @@ def write_cards(cards: Mapping[str, ModelCard], directory: Path | None = None) -
     """cards.json with ``cards``, sorted and indented for review, replaced atomically."""
     path = cards_path(directory)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({key: cards[key].to_dict() for key in sorted(cards)}, indent=2)
     staging = path.with_name(f".{path.name}.partial")
-    staging.write_text(text + "\n")
+    write_json(staging, {key: cards[key].to_dict() for key in sorted(cards)})
     os.replace(staging, path)
     return path
 
