@@ -27,7 +27,7 @@ format:
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# The GPU check (docs/benchmarks.md, "GPU check"): pytest -m gpu and every GPU speed target, each
+# The GPU check (docs/benchmarks.md, "GPU"): pytest -m gpu and every GPU speed target, each
 # step within its time budget, into bench/ (JSON, logs, summary.md). On the GPU machine, from the
 # repository root: `make gpu-check PY=python3`; on an offline machine it installs the wheels that
 # `make gpu-stage` put in .whl/ and unpacks the MNIST it gzipped. Without CUDA it stops at once;

@@ -53,7 +53,7 @@ STAGED_MNIST = Path("data/MNIST/gz")
 # the H200 2.0e15 FLOP/s, the sparse figure, and no entry of it matches "NVIDIA H200".
 DENSE_BF16_PEAK = 989.4e12
 
-# The GPU targets (docs/benchmarks.md, "GPU check").
+# The GPU targets (docs/benchmarks.md, "GPU").
 RESNET18_IMAGES_PER_S = 15_000
 LIGHTNING_OVERHEAD = 0.03
 LENET_ACCURACY, LENET_FIT_SECONDS = 0.99, 2.0

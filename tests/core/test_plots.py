@@ -1,5 +1,5 @@
 """labelled_grid: every image drawn at its own place with its own title and colour, on the
-fixed [0, 1] scale when asked, in one axes (docs/benchmarks.md: a subplot per image took 4x as
+fixed [0, 1] scale when asked, in one axes (a subplot per image took 4x as
 long, every validation epoch)."""
 
 from __future__ import annotations

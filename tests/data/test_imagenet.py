@@ -167,7 +167,7 @@ def test_recipes_are_the_documented_ones(experiment: str, tmp_path: Path) -> Non
     assert dict(cfg.scheduler) == scheduler
     assert (cfg.model.in_channels, cfg.model.num_classes) == (3, 1000)
     assert cfg.task.aux_loss_weight == 0.3
-    assert experiment in (REPO_ROOT / "docs/imagenet.md").read_text()
+    assert experiment in (REPO_ROOT / "docs/data.md").read_text()
 
 
 # A small image size set by override, at or near each model's minimum. ResNet18 goes through

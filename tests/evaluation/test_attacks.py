@@ -351,6 +351,30 @@ def test_an_attacks_counts_are_bounded_by_what_stays_feasible(
     assert "\n" not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"name": "pgd", "eps": [0, 2]},
+            r"^attack.eps must be a list of numbers in \[0, 1\] \(pixel units\) with "
+            r"attack.norm=linf, got \[0.0, 2.0\]$",
+        ),
+        ({"name": "fgsm", "eps": [1.5]}, r"^attack.eps must be a list of numbers in \[0, 1\] "),
+        ({"name": "universal", "eps": 1.5}, r"^attack.eps must be a number in \[0, 1\] "),
+        ({"name": "pgd", "norm": "l2", "eps": [1e6]}, r"^attack.eps must be a list of numbers "),
+    ],
+)
+def test_a_budget_is_bounded_by_its_norm(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        check_attack(settings)
+
+
+def test_an_l2_budget_may_exceed_one_pixel_unit() -> None:
+    """An L2 budget bounds a distance between whole images: 2 on a 32 x 32 digit is common."""
+    assert check_attack({"name": "pgd", "norm": "l2", "eps": [0, 0.5, 1, 2]}).eps == [0, 0.5, 1, 2]
+    assert check_attack({"name": "universal", "norm": "l2", "eps": 4.0}).eps == 4.0
+
+
 def test_a_universal_perturbation_of_the_wrong_shape_is_refused(
     run_evaluate, tmp_path: Path
 ) -> None:

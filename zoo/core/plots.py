@@ -34,7 +34,7 @@ def labelled_grid(
     rows = max(1, -(-count // columns))
     # One axes holding every image at its own place, not a subplot per image: a 2 x 8 grid of
     # subplots took 270 ms to build and render (tight_layout included) against 72 ms, and
-    # classification draws one every validation epoch (docs/benchmarks.md).
+    # classification draws one every validation epoch.
     gap, band = 0.1 * width, 0.35 * height  # between images; above each, for its title
     cell_width, cell_height = width + gap, height + band
     grid_width, grid_height = columns * cell_width, rows * cell_height + gap / 2

@@ -62,7 +62,7 @@ def affine_grid(
     ``theta = [[cos, -sin, shift_x], [sin, cos, shift_y]]`` (cos, sin: (n,); shift: (n, 2)),
     as a broadcast multiply-add. Written out because torch's is one batched matmul with an
     inner dimension of 3, which CPU BLAS does badly: 1.1 ms of a 1.3 ms call at 128 x 32 x 32,
-    against about 0.1 ms here (docs/benchmarks.md); tests/data hold it equal to torch's."""
+    against about 0.1 ms here; tests/data hold it equal to torch's."""
     device = cos.device
 
     def centres(size: int) -> torch.Tensor:

@@ -38,6 +38,24 @@ METHODS = ("fgsm", "pgd")
 # the batch, so 10,000 of them take minutes on a GPU for the largest zoo models.
 MAX_STEPS = 10_000
 STEP_COST = "each is a forward and a backward pass"
+# Budgets in pixel units: an L-infinity budget bounds each pixel's change, so 1 spans the whole
+# range; an L2 budget bounds the distance between whole images, up to sqrt(values) in [0, 1]:
+# 7,094 for 3 x 4,096 x 4,096 (max_image_size), over which no image can be reached.
+MAX_EPS = {"linf": 1.0, "l2": 7_100.0}
+EPS_BOUNDS = "a number in [0, 1] (pixel units; up to 7,100 with norm=l2)"
+
+
+def check_budgets(eps: float | Sequence[float], norm: str, key: str) -> None:
+    """ConfigError where a budget ``eps`` (a number or a list, checked finite and >= 0 by its
+    schema) is over what ``norm`` can use: 1 for linf, MAX_EPS["l2"] for l2."""
+    values = [eps] if isinstance(eps, int | float) else list(eps)
+    limit = MAX_EPS[norm]
+    if any(value > limit for value in values):
+        what = "a number" if isinstance(eps, int | float) else "a list of numbers"
+        raise ConfigError(
+            f"{key}.eps must be {what} in [0, {limit:g}] (pixel units) with {key}.norm={norm}, "
+            f"got {eps!r}"
+        )
 
 
 @dataclass
@@ -67,7 +85,7 @@ class AdversarialOptions(PGDSettings):
     validation batches (null: all of them)."""
 
     method: str | None = option(None, choices=(None, *METHODS), what="null (off) or fgsm, pgd")
-    eps: float = option(0.1, ge=0, le=1, what="a number in [0, 1] (pixel units)")
+    eps: float = option(0.1, ge=0, le=MAX_EPS["l2"], what=EPS_BOUNDS)
     alpha: float = option(0.5, ge=0, le=1)
     val_steps: int = option(10, ge=1, at_most=MAX_STEPS, why=STEP_COST)
     val_batches: int | None = option(None, ge=1, what="an integer >= 1, or null (all of them)")
@@ -79,6 +97,7 @@ class AdversarialOptions(PGDSettings):
     def check(self, key: str) -> None:
         if self.method == "fgsm" and self.norm != "linf":
             raise ConfigError(f"{key}.method=fgsm is an L-infinity attack: use pgd for L2")
+        check_budgets(self.eps, self.norm, key)
 
 
 Model = Callable[[torch.Tensor], Any]

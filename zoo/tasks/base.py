@@ -268,7 +268,7 @@ class ZooTask(pl.LightningModule):
 
         Only ``update`` runs per batch: a metric called as a function also computes the
         batch's own value, and each ``self.log`` walks Lightning's result collection (about
-        0.3 ms on a CPU, docs/benchmarks.md), which nobody reads at the other steps."""
+        0.3 ms on a CPU), which nobody reads at the other steps."""
         metrics, mean_loss = self.split_metrics(split)
         metrics.update(outputs, targets)
         # The batch's mean once per image: batches weigh by their size with no weight argument,

@@ -15,7 +15,7 @@ from zoo.core.config import to_plain
 from zoo.core.errors import ConfigError, ZooError
 from zoo.models import config as model_config
 from zoo.tasks import task_class
-from zoo.tasks.base import ZooTask, nest_flat_options
+from zoo.tasks.base import TaskOptions, ZooTask, nest_flat_options
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,19 @@ def check_pairing(model_name: str, task: str, dataset: str | None) -> None:
     )
 
 
+def check_task(
+    model: Mapping[str, Any], dataset: str | None, options: Mapping[str, Any] | None
+) -> tuple[type[ZooTask], TaskOptions]:
+    """The task module class for the registry model ``model`` and its checked ``options``
+    (``task``), with every check that needs no file: the model config's keys and types, its size
+    (on the meta device), its task against the dataset's. ConfigError otherwise."""
+    module_cls = task_class(model.get("name"))
+    model_config.parse(model)  # the keys and types; the constructor checks the values
+    check_model_size(model)
+    check_pairing(model.get("name"), module_cls.task, dataset)
+    return module_cls, module_cls.options_type.parse(options, "task")
+
+
 def build_task(
     model: Mapping[str, Any],
     optimizer: Mapping[str, Any],
@@ -72,11 +85,7 @@ def build_task(
         data = describe_data(data)
         if model.get("num_classes") is None and data.get("num_classes") is not None:
             model = {**model, "num_classes": data["num_classes"]}
-    module_cls = task_class(model.get("name"))
-    model_config.parse(model)  # the keys and types; the constructor checks the values
-    check_model_size(model)
-    check_pairing(model.get("name"), module_cls.task, (data or {}).get("name"))
-    checked = module_cls.options_type.parse(options, "task")
+    module_cls, checked = check_task(model, (data or {}).get("name"), options)
     try:
         return module_cls(
             model=dict(model),

@@ -167,7 +167,7 @@ def _train(
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     # All of fit(): data setup, sanity check, training, validation, checkpoints. The GPU
-    # issue's time-to-accuracy target is stated in it (docs/benchmarks.md).
+    # time-to-accuracy target is stated in it (docs/benchmarks.md, "GPU").
     fit_seconds = time.perf_counter() - start
     log.info("fit() took %.2f s", fit_seconds)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

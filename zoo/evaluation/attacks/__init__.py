@@ -37,10 +37,13 @@ from zoo.evaluation.attacks.universal import (
     universal_perturbation,
 )
 from zoo.tasks.adversarial import (
+    EPS_BOUNDS,
+    MAX_EPS,
     MAX_STEPS,
     NORMS,
     STEP_COST,
     PGDSettings,
+    check_budgets,
     fgsm,
     pgd,
     pixel_normalization,
@@ -73,7 +76,8 @@ __all__ = [
 
 
 def _budgets(value: Any) -> bool:
-    return bool(value) and all(is_number(eps) and 0 <= eps <= 1 for eps in value)
+    # The norm's own limit is checked with the norm (check_budgets).
+    return bool(value) and all(is_number(eps) and 0 <= eps <= MAX_EPS["l2"] for eps in value)
 
 
 def _target(value: Any) -> bool:
@@ -81,7 +85,7 @@ def _target(value: Any) -> bool:
     return value in TARGETS or (is_integer(value) and value >= 0)
 
 
-BUDGETS = "a list of numbers in [0, 1] (pixel units)"
+BUDGETS = "a list of numbers in [0, 1] (pixel units; up to 7,100 with norm=l2)"
 # Each attack sweeps its budgets from 0 (the clean accuracy) up.
 DEFAULT_BUDGETS = (0.0, 0.05, 0.1, 0.2, 0.3)
 # 100 restarts of PGD-100 are 10^4 gradients per image.
@@ -113,6 +117,9 @@ class FGSMConfig(AttackConfig):
         valid=_budgets, what=BUDGETS, default_factory=lambda: [*DEFAULT_BUDGETS]
     )
 
+    def check(self, key: str) -> None:
+        check_budgets(self.eps, "linf", key)
+
 
 @dataclass
 class PGDConfig(AttackConfig, PGDSettings):
@@ -131,6 +138,7 @@ class PGDConfig(AttackConfig, PGDSettings):
     seed: int = 0
 
     def check(self, key: str) -> None:
+        check_budgets(self.eps, self.norm, key)
         if self.restarts > 1 and not self.random_start:
             raise ConfigError(
                 f"{key}.restarts={self.restarts} needs {key}.random_start=true: without a random "
@@ -155,7 +163,7 @@ class UniversalConfig(AttackConfig):
     """zoo/configs/attack/universal.yaml: one perturbation for all images, from DeepFool's."""
 
     title: ClassVar[str] = "attack=universal"
-    eps: float = option(0.2, ge=0, le=1, what="a number in [0, 1] (pixel units)")
+    eps: float = option(0.2, ge=0, le=MAX_EPS["l2"], what=EPS_BOUNDS)
     norm: str = option("linf", choices=NORMS)
     # The paper builds v from 10,000 ImageNet images: 6 GB at 3 x 224 x 224, held at once.
     train_images: int = option(1000, ge=1, at_most=MAX_TRAIN_IMAGES, why=HELD_AT_ONCE)
@@ -165,6 +173,9 @@ class UniversalConfig(AttackConfig):
     overshoot: float = option(0.02, ge=0)
     deepfool_steps: int = option(50, ge=1, at_most=MAX_DEEPFOOL_STEPS, why=STEP_COST)
     load: str | None = None  # a universal_perturbation.pt of an earlier run, or null
+
+    def check(self, key: str) -> None:
+        check_budgets(self.eps, self.norm, key)
 
 
 # attack name -> the schema of its config: checked before the checkpoint is read.
