@@ -262,3 +262,23 @@ def test_every_link_of_a_page_reaches_a_file_and_heading_that_exist(page: Path) 
         if not linked.exists() or (anchor and anchor not in anchors(linked)):
             broken.append(target)
     assert not broken, broken
+
+
+TOPIC_PAGES = sorted((REPO_ROOT / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("page", TOPIC_PAGES, ids=lambda page: page.name)
+def test_a_topic_page_opens_with_the_three_commands_most_people_need(page: Path) -> None:
+    """Its first code block, before any section: three commands (a variable they use, such as
+    CKPT=..., may come first)."""
+    text = page.read_text()
+    first_section = text.find("\n## ")
+    [(start, _, lines), *_] = bash_blocks(text)
+    assert text.index("```bash") < first_section, "the first block comes before any section"
+    commands = [
+        line
+        for _, line in logical_lines(start, lines)
+        if (words := shell_words(line, SHELL_VARIABLES)[0])
+        and not all(ASSIGNMENT.match(word) for word in words)
+    ]
+    assert len(commands) == 3, commands
