@@ -3,8 +3,12 @@ is one line on stderr naming the closest valid ones, and exit code 2; Hydra keep
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
+import zoo.tools.evaluate
+import zoo.tools.train
 from tests.conftest import run_script
 from zoo.core.cli import check_command_line, multirun_jobs
 from zoo.core.errors import ConfigError
@@ -37,10 +41,34 @@ CASES = [("train.py", *case) for case in TRAIN_MISTAKES] + [
 ]
 
 
+# The console commands' mains, as zoo-train and zoo-evaluate (and train.py, evaluate.py) run them.
+MAINS = {"train.py": zoo.tools.train.main, "evaluate.py": zoo.tools.evaluate.main}
+
+
 @pytest.mark.parametrize(("script", "override", "message"), CASES)
 def test_a_mistyped_command_line_is_one_line_and_exit_2(
-    script: str, override: str, message: str, tmp_path
+    script: str,
+    override: str,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """The entry point's main() in this process, with the command line in sys.argv."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", [script, override])
+    with pytest.raises(SystemExit) as exited:
+        MAINS[script]()
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert stderr.strip().splitlines() == [stderr.strip()]
+    assert stderr.startswith(f"Error: {message}")
+
+
+@pytest.mark.parametrize("script", MAINS)
+def test_from_a_shell_a_mistake_is_one_line_and_exit_2_before_hydra_speaks(
+    script: str, tmp_path
+) -> None:
+    override, message = MISTAKES[0]
     result = run_script(script, override, f"paths.log_dir={tmp_path}", timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
