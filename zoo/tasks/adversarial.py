@@ -42,7 +42,7 @@ STEP_COST = "each is a forward and a backward pass"
 # range; an L2 budget bounds the distance between whole images, up to sqrt(values) in [0, 1]:
 # 7,094 for 3 x 4,096 x 4,096 (max_image_size), over which no image can be reached.
 MAX_EPS = {"linf": 1.0, "l2": 7_100.0}
-EPS_BOUNDS = "a number in [0, 1] (pixel units; up to 7,100 with norm=l2)"
+EPS_BOUNDS = f"a number in [0, 1] (pixel units; up to {MAX_EPS['l2']:,.0f} with norm=l2)"
 
 
 def check_budgets(eps: float | Sequence[float], norm: str, key: str) -> None:

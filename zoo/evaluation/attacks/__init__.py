@@ -85,7 +85,7 @@ def _target(value: Any) -> bool:
     return value in TARGETS or (is_integer(value) and value >= 0)
 
 
-BUDGETS = "a list of numbers in [0, 1] (pixel units; up to 7,100 with norm=l2)"
+BUDGETS = f"a list of numbers in [0, 1] (pixel units; up to {MAX_EPS['l2']:,.0f} with norm=l2)"
 # Each attack sweeps its budgets from 0 (the clean accuracy) up.
 DEFAULT_BUDGETS = (0.0, 0.05, 0.1, 0.2, 0.3)
 # 100 restarts of PGD-100 are 10^4 gradients per image.
