@@ -13,7 +13,8 @@ from __future__ import annotations
 import difflib
 import itertools
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_loader import ConfigLoader
@@ -25,7 +26,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from zoo.core.config import CONFIG_DIR
-from zoo.core.errors import ConfigError
+from zoo.core.errors import ConfigError, exit_on_user_error
 from zoo.core.trainer import register_configs
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -50,6 +51,15 @@ def check_command_line(config_name: str, argv: Sequence[str]) -> None:
             return  # a malformed override or sweep: Hydra reports it
     for job in jobs:
         _check_job(config_name, job)
+
+
+def run_command_line(config_name: str, job: Callable[[], object]) -> None:
+    """The console command's main (zoo-train, zoo-evaluate; train.py and evaluate.py in a
+    checkout): the command line in sys.argv checked first, an unknown key or group option one
+    line and exit 2 before Hydra's longer report, then ``job``, the module's Hydra main."""
+    with exit_on_user_error():
+        check_command_line(config_name, sys.argv[1:])
+    job()
 
 
 def multirun_jobs(overrides: Sequence[str]) -> list[list[str]]:

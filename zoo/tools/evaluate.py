@@ -7,14 +7,13 @@ evaluate.log, and its configs come from the package (zoo/configs/), whatever the
 directory.
 """
 
-import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from zoo.core.cli import check_command_line
+from zoo.core.cli import run_command_line
 from zoo.core.config import CONFIG_DIR
 from zoo.core.errors import exit_on_user_error
 from zoo.core.logs import quiet_library_noise
@@ -37,10 +36,7 @@ def job(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """zoo-evaluate and python evaluate.py: the command line in sys.argv."""
-    # An unknown key or group option: one line and exit 2, before Hydra's longer report.
-    with exit_on_user_error():
-        check_command_line(CONFIG_NAME, sys.argv[1:])
-    job()
+    run_command_line(CONFIG_NAME, job)
 
 
 if __name__ == "__main__":
